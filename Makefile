@@ -1,0 +1,49 @@
+# kpctl: the two commands README.md opens with, and the pieces they are made of.
+PY ?= python3
+VENV := .venv
+HARNESS := $(PY) guest/harness.py
+ARCH ?= x86_64
+KERNEL ?= 6.1
+CMD ?= kpctl doctor
+# Guests whose kernel tests `make test` runs, as ARCH/KERNEL.
+GUESTS ?= x86_64/6.1 x86_64/6.12 arm64/6.1
+
+.PHONY: setup venv test host-test harness-test kernel-test demo vm-run vm-shell images bench
+
+setup:
+	bash guest/host-setup.sh
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+test: setup venv
+	$(VENV)/bin/pytest -q tests/host
+	$(VENV)/bin/pytest -q tests/harness
+	$(MAKE) --no-print-directory kernel-test
+
+host-test: venv
+	$(VENV)/bin/pytest -q tests/host
+
+harness-test: setup venv
+	$(VENV)/bin/pytest -q tests/harness
+
+# Every guest runs even after one fails, so one run shows the state of all of them.
+kernel-test: setup
+	@fail=0; for g in $(GUESTS); do \
+	    $(HARNESS) test --arch $${g%/*} --kernel $${g#*/} || fail=1; \
+	done; exit $$fail
+
+images: setup
+	@for g in $(GUESTS); do $(HARNESS) image --arch $${g%/*} --kernel $${g#*/} || exit 1; done
+
+demo: setup
+	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- sh examples/demo.sh
+
+vm-run: setup
+	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- '$(CMD)'
+
+vm-shell: setup
+	$(HARNESS) shell --arch $(ARCH) --kernel $(KERNEL)

@@ -1,0 +1,42 @@
+#!/bin/sh
+# PID 1 of a harness guest, started by the initrd with the checkout at /kpctl and the
+# run's output folder at /kpctl-out (both 9p shares). Runs /kpctl-out/cmd.sh as root at
+# the checkout's root, records its exit code and the kernel log, and powers off. A guest
+# that dies before writing /kpctl-out/rc is reported by the host as crashed.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root LANG=C.UTF-8 TERM=${TERM:-vt100}
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /dev/shm
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tracefs tracefs /sys/kernel/tracing
+hostname kpctl-guest
+ip link set lo up
+
+# kpctl from the checkout, as `pip install .` would provide it.
+cat > /usr/local/bin/kpctl <<'EOF'
+#!/bin/sh
+PYTHONPATH=/kpctl${PYTHONPATH:+:$PYTHONPATH} exec python3 -m kpctl "$@"
+EOF
+chmod +x /usr/local/bin/kpctl
+
+out=/kpctl-out
+cd /kpctl
+export KPCTL_REQUIRE_KERNEL=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/kpctl
+echo "kpctl-guest: $(uname -m) $(uname -r)" > /dev/console
+if [ -e $out/interactive ]; then
+    setsid -c /bin/bash -l </dev/console >/dev/console 2>&1
+    echo $? > $out/rc
+else
+    { sh $out/cmd.sh; echo $? > $out/rc.tmp; } 2>&1 | tee $out/output > /dev/console
+fi
+dmesg > $out/dmesg
+[ -e $out/rc.tmp ] && mv $out/rc.tmp $out/rc
+sync
+echo o > /proc/sysrq-trigger
+sleep 10

@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""The guest harness: real Debian kernels in QEMU guests for kpctl's kernel tests.
+
+    harness.py image --arch A --kernel K  build (or reuse) the guest image
+    harness.py run --arch A --kernel K [--timeout S] -- CMD
+    harness.py shell --arch A --kernel K
+    harness.py test --arch A --kernel K   tests/kernel in one pytest process
+
+Images live in a per-user cache keyed by a hash of their recipe (build-image.sh), so a
+changed recipe rebuilds them. Guests use TCG (software emulation): this machine's
+/dev/kvm cannot run a stock guest. Standard library only: it runs before anything else
+is installed.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CHECKOUT = HERE.parent
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kpctl"
+SUITES = {"6.1": "bookworm", "6.12": "trixie"}
+ARCHES = ("x86_64", "arm64")
+# Lines in a guest's kernel log that mean the kernel itself went wrong during a run.
+SPLAT = re.compile(
+    r"WARNING: |BUG: |kernel BUG|Oops|general protection fault|Call Trace:|"
+    r"possible circular locking|lockdep|KASAN|UBSAN|Kernel panic|RCU stall|soft lockup"
+)
+
+
+class HarnessError(Exception):
+    """A failure of a guest or of the harness, with the guest named in the message."""
+
+
+@dataclass(frozen=True)
+class Guest:
+    arch: str
+    kernel: str
+
+    def __str__(self) -> str:
+        return f"{self.arch}/{self.kernel}"
+
+    @property
+    def suite(self) -> str:
+        return SUITES[self.kernel]
+
+    @property
+    def image_dir(self) -> Path:
+        recipe = (HERE / "build-image.sh").read_bytes()
+        key = hashlib.sha256(recipe).hexdigest()[:12]
+        return CACHE / "images" / f"{self.arch}-{self.suite}-{key}"
+
+
+def _locked(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def ensure_binfmt() -> None:
+    """arm64 maintainer scripts run under qemu-user during the image build."""
+    if platform_machine() == "aarch64" or Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
+        return
+    if not Path("/proc/sys/fs/binfmt_misc/register").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], check=True)
+    subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], check=True)
+
+
+def platform_machine() -> str:
+    return os.uname().machine
+
+
+def ensure_image(guest: Guest) -> Path:
+    image = guest.image_dir
+    fd = _locked(image.with_suffix(".lock"))
+    try:
+        if not (image / "rootfs.ext4").exists():
+            if guest.arch == "arm64":
+                ensure_binfmt()
+            # Images of an older recipe are stale: drop them so the cache does not grow.
+            for old in image.parent.glob(f"{guest.arch}-{guest.suite}-*"):
+                if old != image and old.is_dir() and not old.name.endswith(".tmp"):
+                    shutil.rmtree(old)
+            started = time.monotonic()
+            log = image.parent / f"{image.name}.build.log"
+            print(f"harness: building image {guest} ({guest.suite}), log {log}", file=sys.stderr, flush=True)
+            with open(log, "w") as logf:
+                proc = subprocess.run(
+                    [str(HERE / "build-image.sh"), guest.arch, guest.suite, str(image)],
+                    stdout=logf, stderr=subprocess.STDOUT,
+                )
+            if proc.returncode != 0:
+                tail = log.read_text(errors="replace").splitlines()[-15:]
+                raise HarnessError(f"image {guest}: build failed (exit {proc.returncode}); last lines of {log}:\n" + "\n".join(tail))
+            print(f"harness: image {guest} built in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        os.close(fd)
+    return image
+
+
+def ensure_initrd(image: Path) -> Path:
+    """Pack the tiny initrd: cheap, so it is keyed by initrd-init.sh alone."""
+    init = (HERE / "initrd-init.sh").read_bytes()
+    initrd = image / f"initrd-{hashlib.sha256(init).hexdigest()[:12]}"
+    if initrd.exists():
+        return initrd
+    with tempfile.TemporaryDirectory(dir=image) as tmp:
+        root = Path(tmp) / "root"
+        shutil.copytree(image / "initrd-parts", root, symlinks=True)
+        for d in ("dev", "proc", "sys", "newroot"):
+            (root / d).mkdir(exist_ok=True)
+        (root / "init").write_bytes(init)
+        (root / "init").chmod(0o755)
+        files = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True).stdout
+        cpio = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files, capture_output=True, check=True).stdout
+        packed = Path(tmp) / "initrd"
+        packed.write_bytes(cpio)
+        os.replace(packed, initrd)
+    return initrd
+
+
+def qemu_command(guest: Guest, image: Path, outdir: Path, interactive: bool) -> list[str]:
+    initrd = ensure_initrd(image)
+    if guest.arch == "x86_64":
+        cmd = ["qemu-system-x86_64", "-M", "pc", "-cpu", "max"]
+        console = "ttyS0"
+    else:
+        # cortex-a57: -cpu max emulates pointer authentication and is 2-4x slower.
+        cmd = ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57"]
+        console = "ttyAMA0"
+    append = f"root=/dev/vda console={console} panic=-1 kpctl.run=1 loglevel=4"
+    cmd += [
+        "-accel", "tcg,thread=multi", "-m", "2048", "-smp", "1",
+        "-nodefaults", "-no-reboot", "-display", "none",
+        "-serial", "mon:stdio" if interactive else "stdio",
+        "-kernel", str(image / "vmlinuz"), "-initrd", str(initrd), "-append", append,
+        "-drive", f"file={image / 'rootfs.ext4'},format=raw,if=virtio,snapshot=on",
+        "-virtfs", f"local,path={CHECKOUT},mount_tag=kpctl,security_model=none,id=kpctl",
+        "-virtfs", f"local,path={outdir},mount_tag=out,security_model=none,id=out",
+    ]
+    return cmd
+
+
+@dataclass
+class RunResult:
+    guest: Guest
+    returncode: int
+    output: str
+    dmesg: str
+    kernel_release: str
+    console_log: Path
+
+
+def _new_outdir(guest: Guest) -> Path:
+    runs = CACHE / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for old in sorted(runs.iterdir())[:-20]:
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-") + f"{guest.arch}-{guest.kernel}-", dir=runs))
+
+
+def run(guest: Guest, command: str, timeout: float = 1800, echo: bool = True) -> RunResult:
+    """Boot the guest, run command as root at the checkout's root, power off.
+
+    Raises HarnessError when the guest crashed, hung past timeout, or its kernel log
+    shows a splat; otherwise returns the command's own exit code and output.
+    """
+    image = ensure_image(guest)
+    outdir = _new_outdir(guest)
+    (outdir / "cmd.sh").write_text(command + "\n")
+    console_log = outdir / "console.log"
+    lock = _locked(CACHE / "vm.lock")  # one guest at a time on a 2-core machine
+    try:
+        started = time.monotonic()
+        with open(console_log, "wb") as log:
+            proc = subprocess.Popen(
+                qemu_command(guest, image, outdir, interactive=False),
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )
+            assert proc.stdout is not None
+            os.set_blocking(proc.stdout.fileno(), False)
+            while True:
+                chunk = proc.stdout.read()
+                if chunk:
+                    log.write(chunk)
+                    log.flush()
+                    if echo:
+                        sys.stdout.buffer.write(chunk)
+                        sys.stdout.flush()
+                if proc.poll() is not None and not chunk:
+                    break
+                if time.monotonic() - started > timeout:
+                    proc.kill()
+                    proc.wait()
+                    raise HarnessError(
+                        f"guest {guest}: hung: no power-off after {timeout:.0f} s; "
+                        f"console log kept at {console_log}"
+                    )
+                if not chunk:
+                    time.sleep(0.05)
+    finally:
+        os.close(lock)
+    rc_file = outdir / "rc"
+    console = console_log.read_text(errors="replace")
+    if not rc_file.exists():
+        panic = next((line.strip() for line in console.splitlines() if "Kernel panic" in line), None)
+        why = panic or f"qemu exited with {proc.returncode} before the command finished"
+        raise HarnessError(f"guest {guest}: crashed: {why}; console log kept at {console_log}")
+    dmesg = (outdir / "dmesg").read_text(errors="replace")
+    splats = [line for line in dmesg.splitlines() if SPLAT.search(line)]
+    if splats:
+        raise HarnessError(
+            f"guest {guest}: kernel log shows a splat: {splats[0].strip()}; "
+            f"full log at {outdir / 'dmesg'}"
+        )
+    release = re.search(r"kpctl-guest: \S+ (\S+)", console)
+    return RunResult(
+        guest=guest,
+        returncode=int(rc_file.read_text().strip() or 1),
+        output=(outdir / "output").read_text(errors="replace") if (outdir / "output").exists() else "",
+        dmesg=dmesg,
+        kernel_release=release.group(1) if release else "?",
+        console_log=console_log,
+    )
+
+
+def shell(guest: Guest) -> int:
+    image = ensure_image(guest)
+    outdir = _new_outdir(guest)
+    (outdir / "interactive").touch()
+    lock = _locked(CACHE / "vm.lock")
+    try:
+        return subprocess.call(qemu_command(guest, image, outdir, interactive=True))
+    finally:
+        os.close(lock)
+
+
+def test(guest: Guest, paths: str = "tests/kernel", timeout: float = 2400) -> int:
+    """Run the kernel tests in one pytest process in the guest (Python starts slowly
+    under emulation); print a one-line verdict with the guest's kernel and count."""
+    result = run(guest, f"python3 -m pytest -p no:cacheprovider -q -rs {paths}", timeout=timeout)
+    summary = _pytest_summary(result.output)
+    line = f"harness: guest {guest} ({result.guest.arch}, kernel {result.kernel_release}): {summary}"
+    print(line, flush=True)
+    if result.returncode != 0:
+        raise HarnessError(f"guest {guest}: kernel tests failed (pytest exit {result.returncode}): {summary}")
+    return 0
+
+
+def _pytest_summary(output: str) -> str:
+    for line in reversed(output.splitlines()):
+        if re.search(r"\d+ (passed|failed|error)|no tests ran", line):
+            return line.strip("= ").strip()
+    return "no pytest summary in the output"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    for verb in ("image", "run", "shell", "test"):
+        p = sub.add_parser(verb)
+        p.add_argument("--arch", choices=ARCHES, default="x86_64")
+        p.add_argument("--kernel", choices=sorted(SUITES), default="6.1")
+        if verb in ("run", "test"):
+            p.add_argument("--timeout", type=float, default=2400)
+        if verb == "run":
+            p.add_argument("command", nargs=argparse.REMAINDER)
+        if verb == "test":
+            p.add_argument("paths", nargs="*", default=["tests/kernel"])
+    args = parser.parse_args(argv)
+    guest = Guest(args.arch, args.kernel)
+    try:
+        if args.verb == "image":
+            print(ensure_image(guest))
+            return 0
+        if args.verb == "shell":
+            return shell(guest)
+        if args.verb == "test":
+            return test(guest, " ".join(args.paths), args.timeout)
+        command = " ".join(a for a in args.command if a != "--") or "true"
+        result = run(guest, command, timeout=args.timeout)
+        return result.returncode
+    except HarnessError as e:
+        print(f"harness: FAILED: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

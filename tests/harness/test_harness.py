@@ -1,0 +1,50 @@
+"""The harness's own tests: each failure mode of a guest must fail the run, naming the
+guest and why. They boot real x86_64 guests (about 15 s each under TCG)."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "guest"))
+import harness  # noqa: E402
+
+GUEST = harness.Guest(os.environ.get("KPCTL_HARNESS_TEST_ARCH", "x86_64"), "6.1")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(f"qemu-system-{'x86_64' if GUEST.arch == 'x86_64' else 'aarch64'}") is None,
+    reason="qemu is not installed (run `make setup`)",
+)
+
+
+def test_command_output_and_exit_code_come_back() -> None:
+    result = harness.run(GUEST, "uname -m; cat /sys/kernel/tracing/tracing_on; exit 3", timeout=300, echo=False)
+    assert result.returncode == 3
+    assert result.output.split() == ["x86_64" if GUEST.arch == "x86_64" else "aarch64", "1"]
+    assert result.kernel_release.startswith("6.1.")
+
+
+def test_kernel_panic_fails_with_guest_and_reason() -> None:
+    with pytest.raises(harness.HarnessError, match=rf"guest {GUEST}: crashed: .*Kernel panic"):
+        harness.run(GUEST, "echo c > /proc/sysrq-trigger", timeout=300, echo=False)
+
+
+def test_hung_guest_fails_after_timeout_and_keeps_console_log() -> None:
+    with pytest.raises(harness.HarnessError, match=rf"guest {GUEST}: hung: no power-off after 45 s") as exc:
+        harness.run(GUEST, "sleep 600", timeout=45, echo=False)
+    log = Path(str(exc.value).rsplit(" ", 1)[-1])
+    assert "kpctl-guest:" in log.read_text()
+
+
+def test_kernel_warning_in_dmesg_fails_the_run() -> None:
+    # /dev/kmsg lines land in the kernel log exactly like a real WARN's first line.
+    with pytest.raises(harness.HarnessError, match=rf"guest {GUEST}: kernel log shows a splat: .*WARNING: CPU: 0 PID: 1"):
+        harness.run(GUEST, "echo 'WARNING: CPU: 0 PID: 1 at fake.c:1 test+0x0/0x10' > /dev/kmsg", timeout=300, echo=False)
+
+
+def test_failing_kernel_test_fails_make_test(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(harness.HarnessError, match=rf"guest {GUEST}: kernel tests failed \(pytest exit 1\): 1 failed"):
+        harness.test(GUEST, "tests/harness/guest_failing.py", timeout=300)
