@@ -8,7 +8,7 @@ CMD ?= kpctl doctor
 # Guests whose kernel tests `make test` runs, as ARCH/KERNEL.
 GUESTS ?= x86_64/6.1 x86_64/6.12 arm64/6.1
 
-.PHONY: setup venv test host-test harness-test kernel-test demo vm-run vm-shell images bench
+.PHONY: setup venv test host-test harness-test kernel-test vagrant-boxes vagrant-test demo vm-run vm-shell images
 
 setup:
 	bash guest/host-setup.sh
@@ -23,6 +23,7 @@ test: setup venv
 	$(VENV)/bin/pytest -q tests/host
 	$(VENV)/bin/pytest -q tests/harness
 	$(MAKE) --no-print-directory kernel-test
+	$(MAKE) --no-print-directory vagrant-test
 
 host-test: venv
 	$(VENV)/bin/pytest -q tests/host
@@ -47,3 +48,11 @@ vm-run: setup
 
 vm-shell: setup
 	$(HARNESS) shell --arch $(ARCH) --kernel $(KERNEL)
+
+# Vagrant boxes for both arches, built from the same images as the guests.
+vagrant-boxes: setup
+	bash vagrant/build-box.sh x86_64 6.1
+	bash vagrant/build-box.sh arm64 6.1
+
+vagrant-test: setup
+	bash vagrant/smoke.sh x86_64 arm64

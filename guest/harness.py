@@ -29,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kpctl"
+BINFMT_AARCH64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 SUITES = {"6.1": "bookworm", "6.12": "trixie"}
 ARCHES = ("x86_64", "arm64")
 # Lines in a guest's kernel log that mean the kernel itself went wrong during a run.
@@ -68,26 +69,13 @@ def _locked(path: Path) -> int:
     return fd
 
 
-def ensure_binfmt() -> None:
-    """arm64 maintainer scripts run under qemu-user during the image build."""
-    if platform_machine() == "aarch64" or Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
-        return
-    if not Path("/proc/sys/fs/binfmt_misc/register").exists():
-        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], check=True)
-    subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], check=True)
-
-
-def platform_machine() -> str:
-    return os.uname().machine
-
-
 def ensure_image(guest: Guest) -> Path:
     image = guest.image_dir
     fd = _locked(image.with_suffix(".lock"))
     try:
         if not (image / "rootfs.ext4").exists():
-            if guest.arch == "arm64":
-                ensure_binfmt()
+            if guest.arch == "arm64" and os.uname().machine != "aarch64" and not BINFMT_AARCH64.exists():
+                raise HarnessError(f"image {guest}: qemu-aarch64 is not registered in binfmt_misc; run `make setup`")
             # Images of an older recipe are stale: drop them so the cache does not grow.
             for old in image.parent.glob(f"{guest.arch}-{guest.suite}-*"):
                 if old != image and old.is_dir() and not old.name.endswith(".tmp"):
