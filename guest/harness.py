@@ -5,6 +5,7 @@
     harness.py run --arch A --kernel K [--timeout S] -- CMD
     harness.py shell --arch A --kernel K
     harness.py test --arch A --kernel K   tests/kernel in one pytest process
+    harness.py test-all ARCH/KERNEL...     tests/kernel in each of those guests
 
 Images live in a per-user cache keyed by a hash of their recipe (build-image.sh), so a
 changed recipe rebuilds them. Guests use TCG (software emulation): this machine's
@@ -22,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +248,34 @@ def test(guest: Guest, paths: str = "tests/kernel", timeout: float = 2400) -> in
     return 0
 
 
+def test_all(guests: list[Guest], paths: str = "tests/kernel") -> int:
+    """Run the kernel tests in every guest, building the later guests' images in the
+    background meanwhile (a cold arm64 build is the longest step), and go on after a
+    failure so one run shows the state of every guest."""
+    builder = threading.Thread(target=_build_quietly, args=(guests[1:],), daemon=True)
+    builder.start()
+    failures = []
+    for guest in guests:
+        try:
+            test(guest, paths)
+        except HarnessError as e:
+            print(f"harness: FAILED: {e}", file=sys.stderr, flush=True)
+            failures.append(str(guest))
+    if failures:
+        print(f"harness: kernel tests failed in {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _build_quietly(guests: list[Guest]) -> None:
+    # A failed build is reported again, with its log, when its guest's turn comes.
+    for guest in guests:
+        try:
+            ensure_image(guest)
+        except HarnessError:
+            pass
+
+
 def _pytest_summary(output: str) -> str:
     for line in reversed(output.splitlines()):
         if re.search(r"\d+ (passed|failed|error)|no tests ran", line):
@@ -266,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("command", nargs=argparse.REMAINDER)
         if verb == "test":
             p.add_argument("paths", nargs="*", default=["tests/kernel"])
+    every = sub.add_parser("test-all")
+    every.add_argument("guests", nargs="+", metavar="ARCH/KERNEL")
     args = parser.parse_args(argv)
+    if args.verb == "test-all":
+        return test_all([Guest(*g.split("/")) for g in args.guests])
     guest = Guest(args.arch, args.kernel)
     try:
         if args.verb == "image":
