@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kpctl_kmod: kprobes and kretprobes managed at run time over a generic netlink
+ * family of their own ("kpctl"), with every hit reported as a trace event.
+ */
+#include <linux/capability.h>
+#include <linux/module.h>
+#include <net/genetlink.h>
+
+#include "kpctl_internal.h"
+
+static const struct nla_policy kpctl_policy[KPCTL_A_MAX + 1] = {
+	[KPCTL_A_ID]		= NLA_POLICY_MIN(NLA_U32, 1),
+	[KPCTL_A_NAME]		= { .type = NLA_NUL_STRING, .len = KPCTL_NAME_MAX },
+	[KPCTL_A_SYMBOL]	= { .type = NLA_NUL_STRING, .len = KSYM_NAME_LEN - 1 },
+	[KPCTL_A_OFFSET]	= { .type = NLA_U32 },
+	[KPCTL_A_KIND]		= NLA_POLICY_MAX(NLA_U8, KPCTL_KIND_RETURN),
+	[KPCTL_A_MAXACTIVE]	= NLA_POLICY_RANGE(NLA_U32, 1, KPCTL_MAXACTIVE_MAX),
+	[KPCTL_A_ENABLED]	= NLA_POLICY_MAX(NLA_U8, 1),
+	/* The rest only appear in replies; strict validation rejects them in requests. */
+};
+
+static struct genl_family kpctl_family;
+
+/* Report a missing attribute both as NLMSGERR_ATTR_MISS_TYPE and in words. */
+#define KPCTL_REQUIRE(info, attr, msg) ({				\
+	bool __missing = GENL_REQ_ATTR_CHECK(info, attr);		\
+	if (__missing)							\
+		GENL_SET_ERR_MSG(info, msg);				\
+	__missing;							\
+})
+
+/*
+ * GENL_ADMIN_PERM only asks for CAP_NET_ADMIN. Planting breakpoints in the kernel
+ * asks for what kprobe_events and perf's kprobes ask for: CAP_SYS_ADMIN.
+ */
+static int kpctl_check_perm(const struct sk_buff *skb, struct netlink_ext_ack *extack)
+{
+	if (netlink_capable(skb, CAP_SYS_ADMIN))
+		return 0;
+	NL_SET_ERR_MSG(extack, "kpctl_kmod needs CAP_SYS_ADMIN");
+	return -EPERM;
+}
+
+static int kpctl_fill_probe(struct sk_buff *skb, struct kpctl_probe *p,
+			    u32 portid, u32 seq, int flags, u8 cmd)
+{
+	struct kprobe *kp = kpctl_kprobe(p);
+	void *hdr;
+
+	hdr = genlmsg_put(skb, portid, seq, &kpctl_family, flags, cmd);
+	if (!hdr)
+		return -EMSGSIZE;
+	if (nla_put_u32(skb, KPCTL_A_ID, p->id) ||
+	    nla_put_string(skb, KPCTL_A_NAME, p->name) ||
+	    nla_put_string(skb, KPCTL_A_SYMBOL, p->symbol) ||
+	    nla_put_u32(skb, KPCTL_A_OFFSET, p->offset) ||
+	    nla_put_u8(skb, KPCTL_A_KIND, p->kind) ||
+	    nla_put_u8(skb, KPCTL_A_ENABLED, !kprobe_disabled(kp)) ||
+	    nla_put_u64_64bit(skb, KPCTL_A_ADDR, (unsigned long)kp->addr, KPCTL_A_PAD) ||
+	    nla_put_u64_64bit(skb, KPCTL_A_HITS, atomic64_read(&p->hits), KPCTL_A_PAD) ||
+	    nla_put_u64_64bit(skb, KPCTL_A_NMISSED, kp->nmissed, KPCTL_A_PAD) ||
+	    nla_put_u32(skb, KPCTL_A_FLAGS, READ_ONCE(kp->flags)))
+		goto cancel;
+	if (p->kind == KPCTL_KIND_RETURN) {
+		if (nla_put_u32(skb, KPCTL_A_MAXACTIVE, p->rp.maxactive) ||
+		    nla_put_u64_64bit(skb, KPCTL_A_RET_HITS,
+				      atomic64_read(&p->ret_hits), KPCTL_A_PAD) ||
+		    nla_put_u64_64bit(skb, KPCTL_A_RET_NMISSED, p->rp.nmissed,
+				      KPCTL_A_PAD))
+			goto cancel;
+	} else if (nla_put_u64_64bit(skb, KPCTL_A_POST_HITS,
+				     atomic64_read(&p->post_hits), KPCTL_A_PAD)) {
+		goto cancel;
+	}
+	genlmsg_end(skb, hdr);
+	return 0;
+
+cancel:
+	genlmsg_cancel(skb, hdr);
+	return -EMSGSIZE;
+}
+
+/* Answer a request with the state of one probe; called with kpctl_lock held. */
+static int kpctl_reply_probe(struct genl_info *info, struct kpctl_probe *p)
+{
+	struct sk_buff *msg;
+	int err;
+
+	msg = genlmsg_new(NLMSG_GOODSIZE, GFP_KERNEL);
+	if (!msg)
+		return -ENOMEM;
+	err = kpctl_fill_probe(msg, p, info->snd_portid, info->snd_seq, 0,
+			       info->genlhdr->cmd);
+	if (err) {
+		nlmsg_free(msg);
+		return err;
+	}
+	return genlmsg_reply(msg, info);
+}
+
+static int kpctl_cmd_add(struct sk_buff *skb, struct genl_info *info)
+{
+	struct nlattr **attrs = info->attrs;
+	struct kpctl_probe_spec spec = { .enabled = true };
+	struct kpctl_probe *p;
+	int err;
+
+	err = kpctl_check_perm(skb, info->extack);
+	if (err)
+		return err;
+	if (KPCTL_REQUIRE(info, KPCTL_A_NAME, "missing probe name") ||
+	    KPCTL_REQUIRE(info, KPCTL_A_SYMBOL, "missing symbol"))
+		return -EINVAL;
+	spec.name = nla_data(attrs[KPCTL_A_NAME]);
+	spec.symbol = nla_data(attrs[KPCTL_A_SYMBOL]);
+	if (attrs[KPCTL_A_OFFSET])
+		spec.offset = nla_get_u32(attrs[KPCTL_A_OFFSET]);
+	if (attrs[KPCTL_A_KIND])
+		spec.kind = nla_get_u8(attrs[KPCTL_A_KIND]);
+	if (attrs[KPCTL_A_MAXACTIVE])
+		spec.maxactive = nla_get_u32(attrs[KPCTL_A_MAXACTIVE]);
+	if (attrs[KPCTL_A_ENABLED])
+		spec.enabled = nla_get_u8(attrs[KPCTL_A_ENABLED]);
+
+	mutex_lock(&kpctl_lock);
+	p = kpctl_probe_add(&spec, info->extack);
+	if (IS_ERR(p)) {
+		err = PTR_ERR(p);
+	} else {
+		err = kpctl_reply_probe(info, p);
+		/* A probe the caller never heard of would only leak: undo it. */
+		if (err)
+			kpctl_probe_remove(p);
+	}
+	mutex_unlock(&kpctl_lock);
+	return err;
+}
+
+/* Find the probe named by KPCTL_A_ID, with kpctl_lock held, or fail with extack. */
+static struct kpctl_probe *kpctl_probe_from_info(struct genl_info *info)
+{
+	struct kpctl_probe *p;
+
+	if (KPCTL_REQUIRE(info, KPCTL_A_ID, "missing probe id"))
+		return ERR_PTR(-EINVAL);
+	p = kpctl_probe_find(nla_get_u32(info->attrs[KPCTL_A_ID]));
+	if (!p) {
+		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[KPCTL_A_ID],
+				    "no probe with this id");
+		return ERR_PTR(-ENOENT);
+	}
+	return p;
+}
+
+static int kpctl_cmd_remove(struct sk_buff *skb, struct genl_info *info)
+{
+	struct kpctl_probe *p;
+	int err;
+
+	err = kpctl_check_perm(skb, info->extack);
+	if (err)
+		return err;
+	mutex_lock(&kpctl_lock);
+	p = kpctl_probe_from_info(info);
+	if (IS_ERR(p))
+		err = PTR_ERR(p);
+	else
+		kpctl_probe_remove(p);
+	mutex_unlock(&kpctl_lock);
+	return err;
+}
+
+static int kpctl_set_enabled(struct sk_buff *skb, struct genl_info *info,
+			     bool enabled)
+{
+	struct kpctl_probe *p;
+	int err;
+
+	err = kpctl_check_perm(skb, info->extack);
+	if (err)
+		return err;
+	mutex_lock(&kpctl_lock);
+	p = kpctl_probe_from_info(info);
+	if (IS_ERR(p)) {
+		err = PTR_ERR(p);
+	} else {
+		err = kpctl_probe_set_enabled(p, enabled);
+		if (err)
+			GENL_SET_ERR_MSG(info, "the kernel refused: the probed code is gone");
+	}
+	mutex_unlock(&kpctl_lock);
+	return err;
+}
+
+static int kpctl_cmd_enable(struct sk_buff *skb, struct genl_info *info)
+{
+	return kpctl_set_enabled(skb, info, true);
+}
+
+static int kpctl_cmd_disable(struct sk_buff *skb, struct genl_info *info)
+{
+	return kpctl_set_enabled(skb, info, false);
+}
+
+static int kpctl_cmd_get(struct sk_buff *skb, struct genl_info *info)
+{
+	struct kpctl_probe *p;
+	int err;
+
+	err = kpctl_check_perm(skb, info->extack);
+	if (err)
+		return err;
+	mutex_lock(&kpctl_lock);
+	p = kpctl_probe_from_info(info);
+	err = IS_ERR(p) ? PTR_ERR(p) : kpctl_reply_probe(info, p);
+	mutex_unlock(&kpctl_lock);
+	return err;
+}
+
+/*
+ * One skb of probes per call; cb->args[0] is the next id to send. Ids only grow and
+ * the list is sorted by id, so probes removed between calls are simply not seen.
+ */
+static int kpctl_cmd_dump(struct sk_buff *skb, struct netlink_callback *cb)
+{
+	u32 next = cb->args[0];
+	struct kpctl_probe *p;
+	int err;
+
+	err = kpctl_check_perm(cb->skb, cb->extack);
+	if (err)
+		return err;
+	mutex_lock(&kpctl_lock);
+	list_for_each_entry(p, &kpctl_probes, node) {
+		if (p->id < next)
+			continue;
+		if (kpctl_fill_probe(skb, p, NETLINK_CB(cb->skb).portid,
+				     cb->nlh->nlmsg_seq, NLM_F_MULTI,
+				     KPCTL_CMD_GET))
+			break;
+		next = p->id + 1;
+	}
+	mutex_unlock(&kpctl_lock);
+	cb->args[0] = next;
+	return skb->len;
+}
+
+static const struct genl_small_ops kpctl_ops[] = {
+	{
+		.cmd = KPCTL_CMD_ADD,
+		.flags = GENL_ADMIN_PERM,
+		.doit = kpctl_cmd_add,
+	},
+	{
+		.cmd = KPCTL_CMD_REMOVE,
+		.flags = GENL_ADMIN_PERM,
+		.doit = kpctl_cmd_remove,
+	},
+	{
+		.cmd = KPCTL_CMD_ENABLE,
+		.flags = GENL_ADMIN_PERM,
+		.doit = kpctl_cmd_enable,
+	},
+	{
+		.cmd = KPCTL_CMD_DISABLE,
+		.flags = GENL_ADMIN_PERM,
+		.doit = kpctl_cmd_disable,
+	},
+	{
+		.cmd = KPCTL_CMD_GET,
+		.flags = GENL_ADMIN_PERM,
+		.doit = kpctl_cmd_get,
+		.dumpit = kpctl_cmd_dump,
+	},
+};
+
+static struct genl_family kpctl_family __ro_after_init = {
+	.name = KPCTL_GENL_NAME,
+	.version = KPCTL_GENL_VERSION,
+	.maxattr = KPCTL_A_MAX,
+	.policy = kpctl_policy,
+	/* kpctl_lock serializes what needs it; no need for genl_mutex. */
+	.parallel_ops = true,
+	.module = THIS_MODULE,
+	.small_ops = kpctl_ops,
+	.n_small_ops = ARRAY_SIZE(kpctl_ops),
+	/*
+	 * Since v6.1 commands from resv_start_op on get strict checks of the header's
+	 * reserved byte and of attributes; all of ours are new, so all of them.
+	 */
+	.resv_start_op = KPCTL_CMD_ADD,
+};
+
+static int __init kpctl_init(void)
+{
+	return genl_register_family(&kpctl_family);
+}
+
+/*
+ * Unregistering the family first waits for running requests (and an open dump holds
+ * a module reference), so nothing can add a probe while the rest are unregistered.
+ */
+static void __exit kpctl_exit(void)
+{
+	genl_unregister_family(&kpctl_family);
+	kpctl_probes_remove_all();
+}
+
+module_init(kpctl_init);
+module_exit(kpctl_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("kpctl: kprobes and kretprobes managed over generic netlink");
+MODULE_ALIAS_GENL_FAMILY(KPCTL_GENL_NAME);

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The generic netlink ABI of kpctl_kmod. kpctl/kmod/messages.py mirrors it and
+ * tests/host/test_kmod_messages.py checks that the two agree: append, never renumber.
+ */
+#ifndef _KPCTL_KMOD_H
+#define _KPCTL_KMOD_H
+
+#define KPCTL_GENL_NAME		"kpctl"
+#define KPCTL_GENL_VERSION	1
+
+#define KPCTL_NAME_MAX		63	/* probe name length, without the NUL */
+#define KPCTL_MAXACTIVE_MAX	4096	/* kretprobe instances per probe */
+#define KPCTL_MAX_PROBES_LIMIT	4096	/* upper bound of the max_probes parameter */
+
+enum kpctl_cmd {
+	KPCTL_CMD_UNSPEC,
+	KPCTL_CMD_ADD,		/* NAME, SYMBOL, [OFFSET, KIND, MAXACTIVE, ENABLED] */
+	KPCTL_CMD_REMOVE,	/* ID */
+	KPCTL_CMD_ENABLE,	/* ID */
+	KPCTL_CMD_DISABLE,	/* ID */
+	KPCTL_CMD_GET,		/* ID, or a dump of every probe */
+	__KPCTL_CMD_MAX,
+};
+
+enum kpctl_kind {
+	KPCTL_KIND_ENTRY,	/* struct kprobe */
+	KPCTL_KIND_RETURN,	/* struct kretprobe */
+};
+
+enum kpctl_attr {
+	KPCTL_A_UNSPEC,
+	KPCTL_A_PAD,
+	KPCTL_A_ID,		/* u32 */
+	KPCTL_A_NAME,		/* string, [A-Za-z0-9_], at most KPCTL_NAME_MAX */
+	KPCTL_A_SYMBOL,		/* string, a kallsyms name */
+	KPCTL_A_OFFSET,		/* u32, bytes into SYMBOL */
+	KPCTL_A_KIND,		/* u8, enum kpctl_kind */
+	KPCTL_A_MAXACTIVE,	/* u32, return probes only */
+	KPCTL_A_ENABLED,	/* u8, 0 or 1 */
+	KPCTL_A_ADDR,		/* u64, resolved probe address (reply only) */
+	KPCTL_A_HITS,		/* u64, pre_handler or entry_handler calls */
+	KPCTL_A_POST_HITS,	/* u64, post_handler calls (entry probes) */
+	KPCTL_A_RET_HITS,	/* u64, return handler calls (return probes) */
+	KPCTL_A_NMISSED,	/* u64, kprobe.nmissed: hits skipped on reentry */
+	KPCTL_A_RET_NMISSED,	/* u64, kretprobe.nmissed: no free instance */
+	KPCTL_A_FLAGS,		/* u32, KPROBE_FLAG_* of the probe */
+	__KPCTL_A_MAX,
+};
+#define KPCTL_A_MAX (__KPCTL_A_MAX - 1)
+
+#endif /* _KPCTL_KMOD_H */

@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kpctl_kmod's probe registry: kprobes and kretprobes made and removed at run time,
+ * their handlers, and the counters that show each handler's work.
+ *
+ * The handlers run in atomic context (int3/brk exception or ftrace callback, with
+ * preemption off): they only bump per-probe atomics and emit a trace event. Every
+ * registration change happens in process context under kpctl_lock.
+ */
+#include <linux/ctype.h>
+#include <linux/ktime.h>
+#include <linux/moduleparam.h>
+#include <linux/ptrace.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+
+#include "kpctl_internal.h"
+
+#define CREATE_TRACE_POINTS
+#include "kpctl_trace.h"
+
+DEFINE_MUTEX(kpctl_lock);
+LIST_HEAD(kpctl_probes);
+static unsigned int kpctl_nr_probes;
+static u32 kpctl_next_id = 1;
+
+static unsigned int max_probes = 128;
+
+static int max_probes_set(const char *val, const struct kernel_param *kp)
+{
+	return param_set_uint_minmax(val, kp, 1, KPCTL_MAX_PROBES_LIMIT);
+}
+
+static const struct kernel_param_ops max_probes_ops = {
+	.set = max_probes_set,
+	.get = param_get_uint,
+};
+module_param_cb(max_probes, &max_probes_ops, &max_probes, 0444);
+MODULE_PARM_DESC(max_probes, "most probes held at once (1-4096, default 128)");
+
+static int kpctl_pre_handler(struct kprobe *kp, struct pt_regs *regs)
+{
+	struct kpctl_probe *p = container_of(kp, struct kpctl_probe, kp);
+
+	atomic64_inc(&p->hits);
+	trace_kprobe_hit(p->id, p->name, (unsigned long)kp->addr);
+	return 0;
+}
+
+/* Runs after the copied instruction was single-stepped (or emulated). */
+static void kpctl_post_handler(struct kprobe *kp, struct pt_regs *regs,
+			       unsigned long flags)
+{
+	struct kpctl_probe *p = container_of(kp, struct kpctl_probe, kp);
+
+	atomic64_inc(&p->post_hits);
+}
+
+/*
+ * The entry timestamp lives in the kretprobe instance (rp.data_size), one per pending
+ * call: no allocation and no shared state in the handlers. The NMI-safe clock because
+ * a probed function may run in NMI context or inside the timekeeping write section.
+ */
+static int kpctl_entry_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct kpctl_probe *p = container_of(get_kretprobe(ri), struct kpctl_probe, rp);
+
+	*(u64 *)ri->data = ktime_get_mono_fast_ns();
+	atomic64_inc(&p->hits);
+	return 0;
+}
+
+static int kpctl_ret_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct kpctl_probe *p = container_of(get_kretprobe(ri), struct kpctl_probe, rp);
+	u64 latency = ktime_get_mono_fast_ns() - *(u64 *)ri->data;
+
+	atomic64_inc(&p->ret_hits);
+	trace_kretprobe_hit(p->id, p->name, (unsigned long)p->rp.kp.addr,
+			    get_kretprobe_retaddr(ri), regs_return_value(regs),
+			    latency);
+	return 0;
+}
+
+struct kpctl_probe *kpctl_probe_find(u32 id)
+{
+	struct kpctl_probe *p;
+
+	lockdep_assert_held(&kpctl_lock);
+	list_for_each_entry(p, &kpctl_probes, node)
+		if (p->id == id)
+			return p;
+	return NULL;
+}
+
+/* Trace event and tracefs naming rules, so a name is usable everywhere kpctl shows it. */
+static bool kpctl_name_valid(const char *name)
+{
+	const char *c;
+
+	if (!*name || isdigit(*name))
+		return false;
+	for (c = name; *c; c++)
+		if (!isalnum(*c) && *c != '_')
+			return false;
+	return true;
+}
+
+static int kpctl_check_spec(const struct kpctl_probe_spec *spec,
+			    struct netlink_ext_ack *extack)
+{
+	struct kpctl_probe *p;
+
+	if (!kpctl_name_valid(spec->name)) {
+		NL_SET_ERR_MSG(extack, "probe name must be [A-Za-z_][A-Za-z0-9_]*");
+		return -EINVAL;
+	}
+	if (!*spec->symbol) {
+		NL_SET_ERR_MSG(extack, "empty symbol");
+		return -EINVAL;
+	}
+	if (spec->maxactive && spec->kind != KPCTL_KIND_RETURN) {
+		NL_SET_ERR_MSG(extack, "maxactive applies to return probes only");
+		return -EINVAL;
+	}
+	list_for_each_entry(p, &kpctl_probes, node) {
+		if (!strcmp(p->name, spec->name)) {
+			NL_SET_ERR_MSG(extack, "a probe with this name exists");
+			return -EEXIST;
+		}
+		if (p->kind == spec->kind && p->offset == spec->offset &&
+		    !strcmp(p->symbol, spec->symbol)) {
+			NL_SET_ERR_MSG(extack, "this symbol+offset already has a probe of this kind");
+			return -EEXIST;
+		}
+	}
+	if (kpctl_nr_probes >= max_probes) {
+		NL_SET_ERR_MSG(extack, "too many probes (see the max_probes module parameter)");
+		return -ENOSPC;
+	}
+	return 0;
+}
+
+/* register_kprobe()'s errors, as a user can act on them (kernel/kprobes.c). */
+static void kpctl_register_error(int err, struct netlink_ext_ack *extack)
+{
+	switch (err) {
+	case -ENOENT:
+		NL_SET_ERR_MSG(extack, "symbol not in kallsyms (unknown, inlined or renamed)");
+		break;
+	case -EINVAL:
+		NL_SET_ERR_MSG(extack, "address not probeable: on the kprobe blacklist, not kernel text, reserved or misaligned");
+		break;
+	case -EILSEQ:
+		NL_SET_ERR_MSG(extack, "offset is not on an instruction boundary");
+		break;
+	case -EBUSY:
+		NL_SET_ERR_MSG(extack, "address is busy: another ftrace user owns it");
+		break;
+	default:
+		NL_SET_ERR_MSG(extack, "the kernel refused to register the probe");
+	}
+}
+
+struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
+				    struct netlink_ext_ack *extack)
+{
+	struct kpctl_probe *p;
+	struct kprobe *kp;
+	int err;
+
+	lockdep_assert_held(&kpctl_lock);
+	err = kpctl_check_spec(spec, extack);
+	if (err)
+		return ERR_PTR(err);
+
+	p = kzalloc(sizeof(*p), GFP_KERNEL);
+	if (!p)
+		return ERR_PTR(-ENOMEM);
+	p->kind = spec->kind;
+	p->offset = spec->offset;
+	strscpy(p->name, spec->name, sizeof(p->name));
+	strscpy(p->symbol, spec->symbol, sizeof(p->symbol));
+	atomic64_set(&p->hits, 0);
+	atomic64_set(&p->post_hits, 0);
+	atomic64_set(&p->ret_hits, 0);
+
+	kp = kpctl_kprobe(p);
+	kp->symbol_name = p->symbol;
+	kp->offset = p->offset;
+	/* The one flag a caller may set before registering (include/linux/kprobes.h). */
+	if (!spec->enabled)
+		kp->flags = KPROBE_FLAG_DISABLED;
+
+	if (p->kind == KPCTL_KIND_RETURN) {
+		p->rp.entry_handler = kpctl_entry_handler;
+		p->rp.handler = kpctl_ret_handler;
+		p->rp.data_size = sizeof(u64);
+		p->rp.maxactive = spec->maxactive;
+		err = register_kretprobe(&p->rp);
+	} else {
+		/* A post_handler keeps the probe from being optimized into a jump. */
+		kp->pre_handler = kpctl_pre_handler;
+		kp->post_handler = kpctl_post_handler;
+		err = register_kprobe(kp);
+	}
+	if (err) {
+		kpctl_register_error(err, extack);
+		kfree(p);
+		return ERR_PTR(err);
+	}
+
+	p->id = kpctl_next_id++;
+	list_add_tail(&p->node, &kpctl_probes);
+	kpctl_nr_probes++;
+	return p;
+}
+
+/* Waits for running handlers (unregister_k*probe() synchronizes RCU) before the free. */
+void kpctl_probe_remove(struct kpctl_probe *p)
+{
+	lockdep_assert_held(&kpctl_lock);
+	if (p->kind == KPCTL_KIND_RETURN)
+		unregister_kretprobe(&p->rp);
+	else
+		unregister_kprobe(&p->kp);
+	list_del(&p->node);
+	kpctl_nr_probes--;
+	kfree(p);
+}
+
+int kpctl_probe_set_enabled(struct kpctl_probe *p, bool enabled)
+{
+	lockdep_assert_held(&kpctl_lock);
+	return enabled ? enable_kprobe(kpctl_kprobe(p)) :
+			 disable_kprobe(kpctl_kprobe(p));
+}
+
+void kpctl_probes_remove_all(void)
+{
+	struct kpctl_probe *p, *tmp;
+
+	mutex_lock(&kpctl_lock);
+	list_for_each_entry_safe(p, tmp, &kpctl_probes, node)
+		kpctl_probe_remove(p);
+	mutex_unlock(&kpctl_lock);
+}

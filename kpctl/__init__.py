@@ -1,0 +1,2 @@
+"""kpctl: manage Linux kprobes and kretprobes through tracefs and watch their hits."""
+__version__ = "0.1.0"

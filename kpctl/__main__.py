@@ -1,0 +1,3 @@
+from kpctl.cli import main
+
+main()

@@ -1,0 +1,456 @@
+"""kpctl's command line: parses options, calls the library, prints. Library errors
+(KpctlError) become one ``Error: ...`` line plus an optional hint, and exit status 1.
+
+Imports beyond click stay inside the commands: `kpctl --help` and `kpctl list` must
+start fast, and pyroute2 (the kmod backend) alone costs more than all of kpctl.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from kpctl import __version__
+from kpctl.errors import KpctlError, ProbeNotFoundError
+
+if TYPE_CHECKING:
+    from kpctl.backend import Backend, ProbeInfo
+    from kpctl.model import Probe
+    from kpctl.tracefs import Tracefs
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class KpctlFailure(click.ClickException):
+    """A KpctlError as click prints it: ``Error: message``, then the hint lines."""
+
+    def __init__(self, error: KpctlError) -> None:
+        super().__init__(error.message)
+        self.hint = error.hint
+
+    def format_message(self) -> str:
+        return f"{self.message}\n{self.hint}" if self.hint else self.message
+
+
+class KpctlGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KpctlError as e:
+            raise KpctlFailure(e) from e
+
+
+def group_option(f: F) -> F:
+    return click.option(
+        "--group", "-g", default="kpctl", show_default=True, envvar="KPCTL_GROUP",
+        help="Event group of kpctl's probes.",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+
+
+def probe_options(f: F) -> F:
+    """Options that define a probe: shared by add and trace."""
+    for option in reversed([
+        click.argument("target"),
+        click.argument("fetchargs", nargs=-1),
+        click.option("--ret", "-r", is_flag=True, help="A return probe (kretprobe) on the function."),
+        click.option("--maxactive", type=click.IntRange(0, 4096), help="Return probes: concurrent instances (rN:)."),
+        click.option("--name", "-n", help="Event name (default: from the target, e.g. vfs_read, vfs_read_ret)."),
+        click.option("--filter", "filter_text", help="Kernel event filter, e.g. 'dfd == -100'."),
+    ]):
+        f = option(f)
+    return f
+
+
+def watch_options(f: F) -> F:
+    """Options that select and print hits: shared by watch and trace."""
+    for option in reversed([
+        click.option("--count", "-c", type=click.IntRange(1), help="Stop after this many hits."),
+        click.option("--duration", "-d", type=click.FloatRange(0, min_open=True), help="Stop after this many seconds."),
+        click.option("--pid", "-p", type=int, help="Only hits of this thread id."),
+        click.option("--comm", help="Only hits of tasks with this name."),
+        json_option,
+    ]):
+        f = option(f)
+    return f
+
+
+def open_tracefs() -> Tracefs:
+    from kpctl.tracefs import Tracefs, find_tracefs
+
+    return Tracefs(find_tracefs())
+
+
+def open_backend(group: str) -> Backend:
+    from kpctl.tracefs import TracefsBackend
+
+    return TracefsBackend(open_tracefs(), group=group)
+
+
+def build_probes(
+    target: str, fetchargs: Sequence[str], ret: bool, maxactive: int | None, name: str | None, group: str
+) -> list[Probe]:
+    """Probes from the command line: TARGET may list several targets separated by commas."""
+    from kpctl.model import Probe, default_event_name, is_valid_name, parse_fetch_arg, parse_target
+
+    targets = [t for t in target.split(",") if t]
+    if not targets:
+        raise KpctlError("no target given", "example: kpctl add vfs_read")
+    if name is not None and len(targets) > 1:
+        raise KpctlError("--name needs a single target", f"{len(targets)} targets were given: {target}")
+    if name is not None and not is_valid_name(name):
+        raise KpctlError(f"invalid probe name {name!r}", "a name follows the rules of C identifiers: [A-Za-z_][A-Za-z0-9_]*")
+    args = tuple(parse_fetch_arg(text) for text in fetchargs)
+    probes = []
+    for text in targets:
+        place, is_return = parse_target(text)
+        is_return = is_return or ret
+        if maxactive is not None and not is_return:
+            raise KpctlError("--maxactive is for return probes", "add --ret, or write the target as SYMBOL%return")
+        probes.append(Probe(
+            kind="r" if is_return else "p",
+            target=place,
+            event=name or default_event_name(place, is_return),
+            group=group,
+            args=args,
+            maxactive=maxactive,
+        ))
+    return probes
+
+
+def print_json(data: object) -> None:
+    import json
+
+    click.echo(json.dumps(data, indent=2))
+
+
+def print_table(rows: Sequence[dict[str, Any]], headers: Sequence[str]) -> None:
+    from tabulate import tabulate
+
+    click.echo(tabulate([[row[h] for h in headers] for row in rows], headers=[h.upper() for h in headers]))
+
+
+def probe_row(info: ProbeInfo) -> dict[str, Any]:
+    probe = info.probe
+    return {
+        "name": info.name,
+        "group": probe.group,
+        "backend": info.backend,
+        "kind": "return" if probe.is_return else "entry",
+        "target": str(probe.target),
+        "maxactive": probe.maxactive,
+        "args": " ".join(map(str, probe.args)),
+        "enabled": info.enabled,
+        "filter": info.filter or "",
+        "kprobe": ",".join(info.kprobe_flags),
+        "definition": str(probe),
+    }
+
+
+@click.group(cls=KpctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kpctl")
+def cli() -> None:
+    """Manage Linux kprobes and kretprobes through tracefs, and watch their hits.
+
+    \b
+    Example:
+      sudo kpctl add do_sys_openat2 'dfd=$arg1:s32' 'path=+0($arg2):ustring'
+      sudo kpctl watch --count 5
+      sudo kpctl rm --all
+    """
+
+
+@cli.command()
+@probe_options
+@click.option("--disabled", is_flag=True, help="Define the probes without enabling them.")
+@group_option
+@json_option
+def add(
+    target: str, fetchargs: tuple[str, ...], ret: bool, maxactive: int | None, name: str | None,
+    filter_text: str | None, disabled: bool, group: str, as_json: bool,
+) -> None:
+    """Add a probe on TARGET that records FETCHARGS at each hit.
+
+    TARGET is SYMBOL, SYMBOL+OFFSET, MODULE:SYMBOL, 0xADDRESS or SYMBOL%return; several
+    targets separated by commas are added together, all or none, with the same
+    FETCHARGS. A FETCHARG is [NAME=]FETCH[:TYPE] as in the kernel's kprobetrace.rst.
+
+    \b
+    Examples:
+      kpctl add do_sys_openat2 'dfd=$arg1:s32' 'path=+0($arg2):ustring'
+      kpctl add --ret do_sys_openat2 'fd=$retval:s32'
+      kpctl add vfs_read,vfs_write 'count=$arg3:u64'
+    """
+    probes = build_probes(target, fetchargs, ret, maxactive, name, group)
+    infos = open_backend(group).add(probes, enable=not disabled, event_filter=filter_text)
+    if as_json:
+        print_json([probe_row(i) for i in infos])
+        return
+    for info in infos:
+        click.echo(f"added {info.probe.full_name}: {info.probe}")
+
+
+@cli.command(name="list")
+@group_option
+@json_option
+def list_probes(group: str, as_json: bool) -> None:
+    """List kpctl's probes and their state.
+
+    \b
+    Example:
+      kpctl list --json
+    """
+    rows = [probe_row(i) for i in open_backend(group).list_probes()]
+    if as_json:
+        print_json(rows)
+    elif rows:
+        print_table(rows, ["name", "backend", "kind", "target", "args", "enabled", "filter", "kprobe"])
+    else:
+        click.echo(f"no probes in group {group}", err=True)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "remove_all", is_flag=True, help="Remove every probe of kpctl's group.")
+@group_option
+def rm(names: tuple[str, ...], remove_all: bool, group: str) -> None:
+    """Remove probes (each is disabled first).
+
+    \b
+    Examples:
+      kpctl rm do_sys_openat2
+      kpctl rm --all
+    """
+    if bool(names) == remove_all:
+        raise click.UsageError("give probe NAMEs or --all")
+    backend = open_backend(group)
+    if remove_all:
+        names = tuple(backend.remove_all())
+    else:
+        backend.remove(names)
+    for name in names:
+        click.echo(f"removed {group}/{name}")
+
+
+def _switch_command(enable: bool) -> click.Command:
+    verb = "enable" if enable else "disable"
+
+    @click.argument("names", nargs=-1, required=True)
+    @group_option
+    def command(names: tuple[str, ...], group: str) -> None:
+        backend = open_backend(group)
+        (backend.enable if enable else backend.disable)(names)
+        for name in names:
+            click.echo(f"{verb}d {group}/{name}")
+
+    command.__doc__ = f"{verb.capitalize()} probes: their hits {'reach' if enable else 'no longer reach'} watch.\n\n\b\nExample:\n  kpctl {verb} do_sys_openat2\n"
+    return click.command(name=verb)(command)
+
+
+cli.add_command(_switch_command(True))
+cli.add_command(_switch_command(False))
+
+
+@cli.command()
+@group_option
+@json_option
+def stats(group: str, as_json: bool) -> None:
+    """Hits and misses per probe, from kprobe_profile.
+
+    \b
+    Example:
+      kpctl stats
+    """
+    rows = [{"name": s.name, "backend": s.backend, "hits": s.hits, "misses": s.misses} for s in open_backend(group).stats()]
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["name", "backend", "hits", "misses"])
+
+
+def run_watch(
+    backend: Backend, names: Sequence[str], count: int | None, duration: float | None,
+    pid: int | None, comm: str | None, as_json: bool,
+) -> None:
+    """Print hits until --count, --duration, Ctrl-C or SIGTERM; then a summary on stderr."""
+    from kpctl.hits import HitStream
+    from kpctl.watch import StopRequested, pump, stop_on_sigterm
+
+    infos = backend.list_probes()
+    known = {i.name for i in infos}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ProbeNotFoundError(f"no probe named {unknown[0]} in group {backend.group}", "see: kpctl list")
+    watched = [i for i in infos if i.enabled and (not names or i.name in names)]
+    if not watched:
+        raise KpctlError("no enabled probe to watch", "add one (kpctl add SYMBOL) or enable one (kpctl enable NAME)")
+    stream = HitStream(
+        sys.stdout, [i.probe for i in infos], as_json=as_json, events=names, pid=pid, comm=comm,
+        count=count, backend_of={i.name: i.backend for i in infos},
+    )
+    pipe = backend.hit_pipe()
+    with stop_on_sigterm():
+        try:
+            # The header goes out once hits are being collected: whoever waits for it (a
+            # script, a test) may start the activity it wants to see, or stop us.
+            if not as_json:
+                sys.stdout.write(stream.HEADER)
+                sys.stdout.flush()
+            pump(pipe, stream, duration)
+        except (KeyboardInterrupt, StopRequested):
+            pass
+    click.echo(stream.summary(), err=True)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@watch_options
+@group_option
+def watch(
+    names: tuple[str, ...], count: int | None, duration: float | None, pid: int | None,
+    comm: str | None, as_json: bool, group: str,
+) -> None:
+    """Print hits of kpctl's enabled probes (or only NAMEs) as they happen.
+
+    Each hit shows time, CPU, thread id, task name, probe, where it hit (sym+off, or
+    caller <- function for a return probe) and its arguments. Ctrl-C ends it with a
+    summary (hits, and events the kernel lost when its buffer was full).
+
+    \b
+    Examples:
+      kpctl watch --count 10
+      kpctl watch do_sys_openat2 --comm cat --json
+    """
+    run_watch(open_backend(group), names, count, duration, pid, comm, as_json)
+
+
+@cli.command()
+@probe_options
+@watch_options
+@group_option
+def trace(
+    target: str, fetchargs: tuple[str, ...], ret: bool, maxactive: int | None, name: str | None,
+    filter_text: str | None, count: int | None, duration: float | None, pid: int | None,
+    comm: str | None, as_json: bool, group: str,
+) -> None:
+    """Add a probe, print its hits, and remove it on exit, Ctrl-C or SIGTERM.
+
+    \b
+    Example:
+      kpctl trace do_sys_openat2 'path=+0($arg2):ustring' --count 3
+    """
+    from kpctl.watch import StopRequested, signals_ignored, stop_on_sigterm
+
+    backend = open_backend(group)
+    probes = build_probes(target, fetchargs, ret, maxactive, name, group)
+    names = [p.event for p in probes if p.event]
+    # SIGTERM between adding and watching must still remove the probes.
+    with stop_on_sigterm():
+        try:
+            backend.add(probes, event_filter=filter_text)
+        except StopRequested:
+            return
+        try:
+            run_watch(backend, names, count, duration, pid, comm, as_json)
+        finally:
+            with signals_ignored():
+                backend.remove(names)
+
+
+@cli.command()
+@click.argument("pattern", default="*")
+@json_option
+def funcs(pattern: str, as_json: bool) -> None:
+    """Functions a probe can sit on (shell glob PATTERN), and why a name cannot.
+
+    \b
+    Examples:
+      kpctl funcs 'vfs_*'
+      kpctl funcs do_sys_open
+    """
+    symbols = open_tracefs().symbols
+    rows = [
+        {"name": s.name, "module": s.module or "", "probeable": s.probeable, "note": s.reason}
+        for s in map(symbols.status, symbols.match(pattern))
+    ]
+    if not rows:
+        raise KpctlError(f"no function matches {pattern}", "kpctl funcs 'vfs_*' lists functions by glob")
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["name", "module", "probeable", "note"])
+
+
+@cli.command()
+@json_option
+def doctor(as_json: bool) -> None:
+    """Check what kpctl needs on this machine, and how to fix what is missing.
+
+    \b
+    Example:
+      sudo kpctl doctor
+    """
+    from dataclasses import asdict
+
+    from kpctl.doctor import run_checks
+
+    checks = run_checks()
+    if as_json:
+        print_json([asdict(c) for c in checks])
+    else:
+        rows = [
+            {"check": c.name, "ok": "yes" if c.ok else ("no" if c.required else "optional: no"),
+             "detail": c.detail, "fix": "" if c.ok else c.fix}
+            for c in checks
+        ]
+        print_table(rows, ["check", "ok", "detail", "fix"])
+    if not all(c.ok for c in checks if c.required):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--arm", is_flag=True, help="Put a short-lived probe there and show the code at each stage.")
+@click.option("--instructions", "-n", type=click.IntRange(1, 200), default=16, show_default=True,
+              help="How many instructions of the function to show.")
+@click.option("--wait", type=click.FloatRange(0.1, 60), default=5.0, show_default=True,
+              help="--arm: seconds to wait for the x86 jump optimization and for a return.")
+@group_option
+@json_option
+def inspect(target: str, arm: bool, instructions: int, wait: float, group: str, as_json: bool) -> None:
+    """Show what a kprobe at TARGET does to the live kernel code.
+
+    TARGET is SYMBOL, SYMBOL+OFFSET or MODULE:SYMBOL. Prints the address, whether a probe
+    may go there (and why not), the function's first instructions from /proc/kcore with
+    the places a probe may go marked, and the kprobes already there with their owners.
+    --arm adds a probe for a moment and shows each stage: armed (int3 / BRK), optimized
+    into a jump (x86), through ftrace (x86, at the ftrace site), restored, and one return
+    through the return-probe trampoline.
+
+    \b
+    Examples:
+      sudo kpctl inspect vfs_read+5
+      sudo kpctl inspect --arm vfs_read+5
+      sudo kpctl inspect --arm --json ext4:ext4_file_open
+    """
+    from kpctl.disasm import host_arch
+    from kpctl.inspect import Inspector, render_text, to_json
+
+    inspector = Inspector(open_tracefs(), host_arch(), group=group)
+    report = inspector.inspect(target, instructions)
+    if arm:
+        report = inspector.arm(report, wait=wait, instructions=instructions)
+    if as_json:
+        print_json(to_json(report))
+    else:
+        color = sys.stdout.isatty()
+        click.echo(render_text(report, lambda b: click.style(b, fg="red", bold=True) if color else f"[{b}]"), nl=False)
+
+
+def main() -> None:
+    cli(prog_name="kpctl")

@@ -1,0 +1,68 @@
+"""Errors kpctl expects to happen. The CLI prints each as one ``Error: ...`` line, plus
+a hint (which may mark a column of a probe line) and exits 1; anything else is a bug and
+keeps its traceback."""
+from __future__ import annotations
+
+
+class KpctlError(Exception):
+    """An expected failure, with an optional hint on how to fix it."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def mark_column(line: str, byte_offset: int) -> str:
+    """The line, and below it a caret under the character at byte_offset.
+
+    The kernel counts positions in bytes (trace_probe_log_err()); a caret placed by
+    character count would drift after any non-ASCII byte.
+    """
+    column = len(line.encode()[:byte_offset].decode(errors="replace"))
+    return f"  {line}\n  {' ' * column}^"
+
+
+class ProbeLineError(KpctlError):
+    """A probe definition line that is wrong at a known byte offset."""
+
+    def __init__(self, message: str, line: str, offset: int, hint: str | None = None) -> None:
+        marked = mark_column(line, offset)
+        super().__init__(message, f"{marked}\n{hint}" if hint else marked)
+        self.line = line
+        self.offset = offset
+
+
+class ProbeSyntaxError(ProbeLineError):
+    """kpctl's own parser refused the line before the kernel saw it."""
+
+
+class KernelRejectedError(ProbeLineError):
+    """The kernel refused a line written to kprobe_events; the message is its own."""
+
+
+class TracefsError(KpctlError):
+    """tracefs is missing, unmountable, or not writable by this user."""
+
+
+class PermissionDeniedError(KpctlError):
+    """Not root, or the kernel is locked down."""
+
+
+class ProbeNotFoundError(KpctlError):
+    """A probe name that kpctl's group does not have."""
+
+
+class ProbeExistsError(KpctlError):
+    """A probe name that is already taken in kpctl's group."""
+
+
+class ProbeBusyError(KpctlError):
+    """The kernel refuses to remove an event something else still uses (EBUSY)."""
+
+
+class UnknownSymbolError(KernelRejectedError):
+    """The kernel refused a target symbol that /proc/kallsyms does not have."""

@@ -1,0 +1,304 @@
+"""Probe hits as the kernel prints them in trace_pipe: parsing, filtering and output.
+
+print_kprobe_event() and print_kretprobe_event() (kernel/trace/trace_kprobe.c) write::
+
+    cat-154 [000] ..... 6.381431: regs: (vfs_read+0x0/0x310) arg1=0xff36... cnt=832
+    cat-154 [000] ..... 6.381650: retsfx: (ksys_read+0x6b/0xf0 <- vfs_read) ret=0x340
+    CPU:0 [LOST 29050 EVENTS]
+
+The event name comes without its group. When several kretprobes sit on one function the
+caller prints as ``[unknown/kretprobe'd]`` (seen on 6.1). Strings are printed raw between
+double quotes, unescaped, so splitting ``a=v b=v`` on spaces is wrong for a string with
+spaces: with the probe's argument names known (an ArgSchema) each value runs up to the next
+`` NAME=``.
+
+This is watch's hot path. A whole chunk of text goes through one compiled regex with
+finditer (no per-line split or strip); a Hit keeps only its match object and parses its
+arguments when asked; lines the regex skips are counted from the newline count rather than
+looked at one by one.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Union
+
+from kpctl.model import ArgType, Probe
+
+_HIT_LINE = re.compile(
+    r"^ *(.*?)-(\d+) +(?:\( *[\d-]+\) +)?\[(\d+)\] +(?:\S+ +)?([\d.]+): (\w+): "
+    r"\((\[unknown/kretprobe'd\]|[^ )/]*)(?:/0x[0-9a-f]+)?(?: \[([\w-]+)\])?(?: <- ([^)]*))?\)(.*)$",
+    re.M,
+)
+_COMM, _PID, _CPU, _TIME, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS = range(1, 10)
+_LOST_LINE = re.compile(r"^CPU:(\d+) \[LOST (\d+) EVENTS\]$", re.M)
+_ANY_ARG = re.compile(r" ([A-Za-z_][A-Za-z0-9_]*)=")
+_INT = re.compile(r"-?\d+\Z")
+
+Value = Union[int, str, None, list["Value"]]
+
+
+@dataclass(frozen=True)
+class ArgSchema:
+    """The names and types of one event's arguments, in the order the kernel prints them."""
+    names: tuple[str, ...]
+    types: tuple[ArgType | None, ...]
+
+    @classmethod
+    def of(cls, probe: Probe) -> "ArgSchema":
+        # The kernel names unnamed arguments arg1, arg2, ... by position (traceprobe_parse_probe_arg()).
+        names = tuple(a.name or f"arg{i}" for i, a in enumerate(probe.args, 1))
+        return cls(names, tuple(a.type for a in probe.args))
+
+    def splitter(self) -> re.Pattern[str]:
+        """A regex with one group per argument value. A string value is taken greedily up
+        to its last closing quote, so a string that itself contains `` NAME=`` stays whole."""
+        if not self.names:
+            return re.compile(r"\Z")
+        groups = [
+            r'(".*"|\(fault\))' if t is not None and t.is_string and t.array is None else "(.*?)"
+            for t in self.types
+        ]
+        groups[-1] = groups[-1].replace("(.*?)", "(.*)")
+        return re.compile("".join(f" {re.escape(n)}={g}" for n, g in zip(self.names, groups, strict=True)) + r"\Z", re.S)
+
+
+def parse_value(text: str, arg_type: ArgType | None = None) -> Value:
+    """One printed value, typed: numbers (``-100``, ``0x3``) as int, strings unquoted
+    (None for ``(fault)``), symbols and chars as str, arrays ``{1,2}`` as lists."""
+    if arg_type is not None and arg_type.array is not None and text.startswith("{"):
+        element = ArgType(arg_type.base, arg_type.bitfield)
+        inner = text[1:-1]
+        parts = inner[1:-1].split('","') if element.is_string and inner.startswith('"') else inner.split(",")
+        return [parse_value(f'"{p}"' if element.is_string and inner.startswith('"') else p, element) for p in parts]
+    if arg_type is not None:
+        if arg_type.base == "symbol":
+            return text
+        if arg_type.base == "char" and len(text) >= 2 and text[0] == text[-1] == "'":
+            return text[1:-1]
+    if text.startswith('"') and text.endswith('"') and len(text) >= 2:
+        return text[1:-1]
+    if text == "(fault)":
+        return None
+    if text.startswith("0x"):
+        try:
+            return int(text, 16)
+        except ValueError:
+            return text
+    if _INT.match(text):
+        return int(text)
+    if text.startswith("{") and text.endswith("}"):
+        return [parse_value(p) for p in text[1:-1].split(",")]
+    return text
+
+
+def _where(site: str, module: str | None, function: str | None) -> str:
+    if module:
+        site = f"{site} [{module}]"
+    return f"{site} <- {function}" if function else site
+
+
+class Hit:
+    """One hit of a probe. Fields are read from the matched line on access."""
+    __slots__ = ("_match", "_schema")
+
+    def __init__(self, match: re.Match[str], schema: "_CompiledSchema | None") -> None:
+        self._match = match
+        self._schema = schema
+
+    @property
+    def comm(self) -> str:
+        return self._match.group(_COMM)
+
+    @property
+    def pid(self) -> int:
+        return int(self._match.group(_PID))
+
+    @property
+    def cpu(self) -> int:
+        return int(self._match.group(_CPU))
+
+    @property
+    def timestamp(self) -> str:
+        return self._match.group(_TIME)
+
+    @property
+    def event(self) -> str:
+        return self._match.group(_EVENT)
+
+    @property
+    def is_return(self) -> bool:
+        return self._match.group(_FUNCTION) is not None
+
+    @property
+    def function(self) -> str | None:
+        """The probed function of a return probe's hit."""
+        return self._match.group(_FUNCTION)
+
+    @property
+    def where(self) -> str:
+        """``sym+off`` (``[module]`` appended) for an entry hit, ``caller+off <- func``
+        for a return hit; the kernel's ``/size`` is left out."""
+        return _where(*self._match.group(_SITE, _MODULE, _FUNCTION))
+
+    @property
+    def args_text(self) -> str:
+        return self._match.group(_ARGS).lstrip(" ")
+
+    @property
+    def args(self) -> dict[str, Value]:
+        return parse_args(self._match.group(_ARGS), self._schema)
+
+    def to_json(self, backend: str = "") -> dict[str, object]:
+        return {
+            "time": float(self.timestamp), "cpu": self.cpu, "pid": self.pid, "comm": self.comm,
+            "probe": self.event, "backend": backend, "where": self.where, "args": self.args,
+        }
+
+
+class _CompiledSchema:
+    __slots__ = ("schema", "pattern")
+
+    def __init__(self, schema: ArgSchema) -> None:
+        self.schema = schema
+        self.pattern = schema.splitter()
+
+
+def parse_args(text: str, schema: "_CompiledSchema | None") -> dict[str, Value]:
+    """The ``name=value`` pairs after the location, typed.
+
+    text starts with the space before the first name. Without a schema (an event kpctl
+    did not define) values are split at each `` NAME=``, which is right unless a string
+    itself contains one.
+    """
+    if schema is not None:
+        match = schema.pattern.match(text)
+        if match is not None:
+            s = schema.schema
+            return {n: parse_value(v, t) for n, v, t in zip(s.names, match.groups(), s.types, strict=True)}
+    parts = _ANY_ARG.split(text)
+    return {parts[i]: parse_value(parts[i + 1]) for i in range(1, len(parts) - 1, 2)}
+
+
+@dataclass
+class HitCounts:
+    hits: int = 0
+    lost: int = 0  # events the kernel dropped because the buffer was full
+    unparsed: int = 0  # lines that are neither a hit nor a LOST notice
+
+
+class HitParser:
+    """Turns trace_pipe text into Hits, with the schemas of the events it knows."""
+
+    def __init__(self, probes: Sequence[Probe] = ()) -> None:
+        self._schemas: dict[str, _CompiledSchema] = {}
+        for probe in probes:
+            if probe.event:
+                self._schemas[probe.event] = _CompiledSchema(ArgSchema.of(probe))
+
+    def hits(self, text: str) -> Iterator[Hit]:
+        """Every hit in text (whole lines). LOST notices and other lines are skipped:
+        see lost_events() and the counts HitStream keeps."""
+        return map(self.hit, hit_matches(text))
+
+    def hit(self, match: re.Match[str]) -> Hit:
+        return Hit(match, self._schemas.get(match.group(_EVENT)))
+
+
+def hit_matches(text: str) -> Iterator[re.Match[str]]:
+    """The fast path under HitParser.hits(): one match per hit line, nothing else built."""
+    return _HIT_LINE.finditer(text)
+
+
+_to_json_line = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def lost_events(text: str) -> list[tuple[int, int]]:
+    """(cpu, number of events lost) for each LOST notice in text."""
+    if "LOST" not in text:  # a substring test keeps this off the common path
+        return []
+    return [(int(c), int(n)) for c, n in _LOST_LINE.findall(text)]
+
+
+class HitStream:
+    """Parses, filters and prints hits: exactly what `kpctl watch` does with each chunk
+    of trace_pipe text (whole lines). Text output prints the kernel's value text as it
+    is; --json output types every value."""
+
+    HEADER = f"{'TIME':>14} {'CPU':>3} {'PID':>7} {'COMM':<16} {'PROBE':<20} WHERE / ARGS\n"
+
+    def __init__(
+        self,
+        out: IO[str],
+        probes: Sequence[Probe] = (),
+        *,
+        as_json: bool = False,
+        events: Sequence[str] = (),
+        pid: int | None = None,
+        comm: str | None = None,
+        count: int | None = None,
+        backend_of: Mapping[str, str] | None = None,
+    ) -> None:
+        self._out = out
+        self._parser = HitParser(probes)
+        self._as_json = as_json
+        self._events = frozenset(events) or None
+        self._pid = str(pid) if pid is not None else None
+        self._comm = comm
+        self._remaining = count
+        self._backend_of = backend_of or {}
+        self.counts = HitCounts()
+
+    @property
+    def done(self) -> bool:
+        return self._remaining is not None and self._remaining <= 0
+
+    def feed(self, text: str) -> None:
+        """Handle whole lines of trace_pipe text."""
+        lines: list[str] = []
+        append = lines.append
+        events, pid, comm = self._events, self._pid, self._comm
+        backend_of, counts = self._backend_of, self.counts
+        matched = 0
+        # A Hit object is built only for --json; text output formats the match directly.
+        for m in hit_matches(text):
+            matched += 1
+            if events is not None and m.group(_EVENT) not in events:
+                continue
+            if pid is not None and m.group(_PID) != pid:
+                continue
+            if comm is not None and m.group(_COMM) != comm:
+                continue
+            if self._remaining is not None:
+                if self._remaining <= 0:
+                    break
+                self._remaining -= 1
+            counts.hits += 1
+            if self._as_json:
+                hit = self._parser.hit(m)
+                append(_to_json_line(hit.to_json(backend_of.get(m.group(_EVENT), ""))))
+            else:
+                c, p, cpu, ts, ev, site, module, function, args = m.groups()
+                append(f"{ts:>14} {cpu:>3} {p:>7} {c:<16} {ev:<20} {_where(site, module, function)}{args}")
+        else:  # all of text was seen (no --count cut it short): account for every line
+            lost = lost_events(text)
+            for cpu_no, n in lost:
+                counts.lost += n
+                append(_to_json_line({"lost": n, "cpu": cpu_no}) if self._as_json else f"LOST {n} events on CPU {cpu_no}")
+            counts.unparsed += text.count("\n") - matched - len(lost)
+        if lines:
+            append("")
+            self._out.write("\n".join(lines))
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def summary(self) -> str:
+        text = f"{self.counts.hits} hits"
+        if self.counts.lost:
+            text += f", {self.counts.lost} lost (buffer full: raise buffer_size_kb or narrow the probes)"
+        if self.counts.unparsed:
+            text += f", {self.counts.unparsed} unparsed lines"
+        return text

@@ -1,0 +1,111 @@
+"""kpctl_kmod as a kpctl backend (kpctl/backend.py): the module's probes listed, counted,
+enabled and watched like the tracefs ones.
+
+The module keeps one namespace of probe names, whatever kpctl group is asked for, and
+records no fetch arguments: its hits carry the probe, the address, and for return probes
+the return value and the latency. Its trace events are enabled in kpctl's own tracefs
+instance, so one trace_pipe carries the hits of both backends.
+"""
+from __future__ import annotations
+
+import errno
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from kpctl.backend import ProbeInfo, ProbeStats
+from kpctl.errors import KpctlError, ProbeExistsError, ProbeNotFoundError
+from kpctl.kmod.client import KmodClient, KmodError
+from kpctl.kmod.messages import Kind, KmodProbe, KprobeFlag
+from kpctl.model import Probe, Target, default_event_name
+from kpctl.tracefs import DEFAULT_INSTANCE, Tracefs
+
+EVENT_SYSTEM = "kpctl_kmod"  # TRACE_SYSTEM of kmod/kpctl_trace.h
+
+
+def to_probe(kp: KmodProbe) -> Probe:
+    kind: Literal["p", "r"] = "r" if kp.kind is Kind.RETURN else "p"
+    return Probe(kind, Target(symbol=kp.symbol, offset=kp.offset), event=kp.name, maxactive=kp.maxactive)
+
+
+def flag_names(flags: KprobeFlag) -> tuple[str, ...]:
+    """As debug/kprobes/list prints them, e.g. ("DISABLED", "FTRACE")."""
+    return tuple(f.name for f in KprobeFlag if f in flags and f.name)
+
+
+class KmodBackend:
+    name = "kmod"
+
+    def __init__(self, tracefs: Tracefs, group: str, instance: str = DEFAULT_INSTANCE) -> None:
+        self.tracefs = tracefs
+        self.group = group
+        self.instance = f"instances/{instance}"
+        self.client = KmodClient()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _by_name(self, names: Sequence[str]) -> list[KmodProbe]:
+        probes = {p.name: p for p in self.client.dump()}
+        unknown = [n for n in names if n not in probes]
+        if unknown:
+            raise ProbeNotFoundError(f"kpctl_kmod has no probe named {unknown[0]}", "see: kpctl list")
+        return [probes[n] for n in names]
+
+    def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[ProbeInfo]:
+        for probe in probes:
+            if probe.args:
+                raise KpctlError("the kmod backend records no fetch arguments", "drop them, or use --backend tracefs")
+            if probe.target.symbol is None or probe.target.module:
+                raise KpctlError(f"the kmod backend probes kernel symbols only, not {probe.target}")
+        if event_filter is not None:
+            raise KpctlError("the kmod backend has no per-probe filters", "filter in watch: --pid, --comm")
+        added: list[KmodProbe] = []
+        try:
+            for probe in probes:
+                kind = Kind.RETURN if probe.is_return else Kind.ENTRY
+                name = probe.event or default_event_name(probe.target, probe.is_return)
+                added.append(self.client.add(
+                    probe.target.symbol or "", name, offset=probe.target.offset, kind=kind,
+                    maxactive=probe.maxactive or None, enabled=enable,
+                ))
+        except KmodError as e:
+            for done in added:  # all or nothing
+                self.client.remove(done.id)
+            if e.errno == errno.EEXIST:
+                raise ProbeExistsError(e.message, "see: kpctl list") from None
+            raise
+        return [self._info(p) for p in added]
+
+    def _info(self, kp: KmodProbe) -> ProbeInfo:
+        return ProbeInfo(to_probe(kp), kp.enabled, None, self.name, flag_names(kp.flags))
+
+    def remove(self, names: Sequence[str]) -> None:
+        for probe in self._by_name(names):
+            self.client.remove(probe.id)
+
+    def remove_all(self) -> list[str]:
+        probes = self.client.dump()
+        for probe in probes:
+            self.client.remove(probe.id)
+        return [p.name for p in probes]
+
+    def enable(self, names: Sequence[str]) -> None:
+        for probe in self._by_name(names):
+            self.client.enable(probe.id)
+
+    def disable(self, names: Sequence[str]) -> None:
+        for probe in self._by_name(names):
+            self.client.disable(probe.id)
+
+    def list_probes(self) -> list[ProbeInfo]:
+        return [self._info(p) for p in self.client.dump()]
+
+    def stats(self) -> list[ProbeStats]:
+        return [ProbeStats(p.name, p.hits, p.missed, self.name) for p in self.client.dump()]
+
+    def hit_pipe(self) -> Path:
+        self.tracefs.make_instance(self.instance)
+        self.tracefs.write_value(f"{self.instance}/events/{EVENT_SYSTEM}/enable", "1")
+        self.tracefs.write_value(f"{self.instance}/trace", "")
+        return self.tracefs.path(f"{self.instance}/trace_pipe")

@@ -1,0 +1,109 @@
+"""`kpctl kmod ...`: build, load, unload and inspect kpctl_kmod, the bundled kernel module.
+
+kpctl.cli adds this group; like every kpctl command it imports its library code (and
+with it pyroute2) only when it runs.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+
+@click.group(name="kmod")
+def kmod() -> None:
+    """Build, load and unload kpctl's own kernel module, kpctl_kmod.
+
+    The module adds kprobes and kretprobes at run time over generic netlink
+    (kpctl add --backend kmod) and reports their hits as trace events.
+
+    \b
+    Example:
+      sudo kpctl kmod build && sudo kpctl kmod load && kpctl kmod status
+    """
+
+
+@kmod.command(name="build")
+def build_module() -> None:
+    """Build the module against the running kernel's headers.
+
+    The build directory is /var/tmp/kpctl-kmod/RELEASE: one per kernel.
+
+    \b
+    Example:
+      sudo kpctl kmod build
+    """
+    from kpctl.kmod import build
+
+    click.echo(f"built {build.build().module}")
+
+
+@kmod.command()
+@click.option("--max-probes", type=click.IntRange(1, 4096), help="Most probes held at once (default 128).")
+def load(max_probes: int | None) -> None:
+    """Load the module built for the running kernel.
+
+    \b
+    Example:
+      sudo kpctl kmod load --max-probes 256
+    """
+    from kpctl.kmod import build
+
+    build.load(params={"max_probes": max_probes} if max_probes else None)
+    click.echo("loaded kpctl_kmod")
+
+
+@kmod.command()
+def unload() -> None:
+    """Unload the module; it unregisters every probe it holds.
+
+    \b
+    Example:
+      sudo kpctl kmod unload
+    """
+    from kpctl.kmod import build
+
+    build.unload()
+    click.echo("unloaded kpctl_kmod")
+
+
+def _probe_row(p: Any) -> dict[str, Any]:
+    from kpctl.kmod.backend import flag_names
+
+    return {
+        "id": p.id, "name": p.name, "target": p.target, "address": f"{p.address:#x}",
+        "enabled": p.enabled, "hits": p.hits, "post_hits": p.post_hits, "ret_hits": p.ret_hits,
+        "missed": p.missed, "maxactive": p.maxactive, "flags": ",".join(flag_names(p.flags)),
+    }
+
+
+@kmod.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def status(as_json: bool) -> None:
+    """Show whether the module is built and loaded, and the probes it holds.
+
+    \b
+    Example:
+      sudo kpctl kmod status --json
+    """
+    from kpctl.cli import print_json, print_table
+    from kpctl.kmod import build
+    from kpctl.kmod.client import KmodClient
+
+    state = build.status()
+    rows: list[dict[str, Any]] = []
+    if state.loaded:
+        with KmodClient() as client:
+            rows = [_probe_row(p) for p in client.dump()]
+    if as_json:
+        print_json({**asdict(state), "module": str(state.module) if state.module else None, "probes": rows})
+        return
+    built = f"built: {state.module}" if state.module else "not built"
+    if not state.loaded:
+        click.echo(f"kpctl_kmod: not loaded (kernel {state.release}, {built})")
+        return
+    click.echo(f"kpctl_kmod: loaded (kernel {state.release}, {built}, max_probes {state.max_probes}, "
+               f"{len(rows)} probes)")
+    if rows:
+        print_table(rows, list(rows[0]))

@@ -1,0 +1,438 @@
+"""The probe model: kprobe_events lines as values, parsed and formatted with no I/O.
+
+The grammar is the one of Documentation/trace/kprobetrace.rst and of the tracefs README's
+"kprobe_events" synopsis::
+
+    p[:[GROUP/][EVENT]] [MOD:]SYM[+OFFS]|MEMADDR [FETCHARGS]
+    r[MAXACTIVE][:[GROUP/][EVENT]] [MOD:]SYM[+0]|MEMADDR [FETCHARGS]
+    p[:[GROUP/][EVENT]] [MOD:]SYM[+0]%return [FETCHARGS]      (v5.11, commit 0bf8dc1b6b7b)
+    -:[GROUP/]EVENT
+
+Each FETCHARG is ``[NAME=]FETCH[:TYPE]``. The kernel prints lines back in a canonical form
+(trace_kprobe_show()): a return probe always carries its maxactive (``r10:`` is the default
+on both arches), ``%return`` becomes ``r``, every argument gets a name (``arg1=$retval``)
+and offsets are decimal. format_probe() writes that canonical form, so
+``parse_probe(format_probe(p)) == p`` for every probe, and a line the kernel printed
+formats back to itself.
+
+Parsing is permissive where the kernel grows (type names, BTF argument expressions):
+kpctl checks the structure and leaves what a given kernel accepts to the kernel, whose
+own error message then reaches the user (see tracefs.py).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+from kpctl.errors import ProbeSyntaxError
+
+DEFAULT_GROUP = "kprobes"  # the kernel's group for probes written without one
+
+# Event and group names "must follow the same rules as C identifiers" (is_good_name()).
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# kallsyms names include compiler suffixes such as do_foo.isra.0 and .cold.
+_SYMBOL = r"[A-Za-z_.][A-Za-z0-9_.$]*"
+_TARGET = re.compile(
+    rf"(?:(?P<module>[A-Za-z0-9_-]+):)?(?P<symbol>{_SYMBOL})"
+    r"(?:\+(?P<offset>0[xX][0-9a-fA-F]+|\d+))?(?P<ret>%return)?\Z"
+)
+_ADDRESS = re.compile(r"(?:0[xX][0-9a-fA-F]+|\d+)\Z")
+_HEAD = re.compile(r"(?P<kind>[pr])(?P<maxactive>\d+)?(?::(?:(?P<group>[^/\s]*)/)?(?P<event>[^/\s]*))?\Z")
+_NUMBER = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F]+|\d+)")
+# BTF field access after an argument: $arg1->f_path.dentry, skb->len (v6.7, commit 302db0f5b3d8).
+_ACCESS = re.compile(r"(?:(?:->|\.)[A-Za-z_][A-Za-z0-9_]*)*")
+_ARG_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
+_BITFIELD = re.compile(r"b(\d+)@(\d+)/(\d+)\Z")
+_TYPE = re.compile(r"(?P<base>[A-Za-z%][A-Za-z0-9_@/]*)(?:\[(?P<array>\d+)\])?\Z")
+
+
+# --- fetch expressions -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Register:
+    """``%REG``: a register by the architecture's name (``%di``, ``%x0``, ``%sp``)."""
+    name: str
+
+    def __str__(self) -> str:
+        return f"%{self.name}"
+
+
+@dataclass(frozen=True)
+class MemoryAddress:
+    """``@ADDR``: memory at a kernel address."""
+    address: int
+
+    def __str__(self) -> str:
+        return f"@{self.address:#x}"
+
+
+@dataclass(frozen=True)
+class MemorySymbol:
+    """``@SYM[+|-OFFS]``: memory at a data symbol (needs CONFIG_KALLSYMS_ALL)."""
+    symbol: str
+    offset: int = 0
+
+    def __str__(self) -> str:
+        return f"@{self.symbol}{self.offset:+d}" if self.offset else f"@{self.symbol}"
+
+
+@dataclass(frozen=True)
+class StackEntry:
+    """``$stackN``: the Nth word on the stack."""
+    index: int
+
+    def __str__(self) -> str:
+        return f"$stack{self.index}"
+
+
+@dataclass(frozen=True)
+class StackAddress:
+    """``$stack``: the stack pointer itself."""
+
+    def __str__(self) -> str:
+        return "$stack"
+
+
+@dataclass(frozen=True)
+class FunctionArgument:
+    """``$argN`` (N >= 1), optionally followed by a BTF field access (``->f_path``)."""
+    index: int
+    access: str = ""
+
+    def __str__(self) -> str:
+        return f"$arg{self.index}{self.access}"
+
+
+@dataclass(frozen=True)
+class AllArguments:
+    """``$arg*``: every argument, named from BTF (v6.6, commit 18b1e870a496)."""
+
+    def __str__(self) -> str:
+        return "$arg*"
+
+
+@dataclass(frozen=True)
+class ReturnValue:
+    """``$retval``: only in return probes; BTF kernels allow a field access after it."""
+    access: str = ""
+
+    def __str__(self) -> str:
+        return f"$retval{self.access}"
+
+
+@dataclass(frozen=True)
+class Comm:
+    """``$comm``: the current task's name, a string."""
+
+    def __str__(self) -> str:
+        return "$comm"
+
+
+@dataclass(frozen=True)
+class Immediate:
+    """``\\IMM`` or ``\\"STRING"``: a constant stored as the value (v5.6, commit a42e3c4de964)."""
+    text: str  # as written after the backslash: 1234, -5, 0x10 or "hello"
+
+    def __str__(self) -> str:
+        return f"\\{self.text}"
+
+
+@dataclass(frozen=True)
+class BtfArgument:
+    """A parameter named as in the source (``count``, ``file->f_mode``): BTF kernels only."""
+    name: str
+    access: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.access}"
+
+
+@dataclass(frozen=True)
+class Dereference:
+    """``+|-[u]OFFS(FETCH)``: memory at FETCH + OFFS; ``u`` reads user memory (v5.5)."""
+    offset: int
+    base: "Fetch"
+    user: bool = False
+
+    def __str__(self) -> str:
+        sign = "-" if self.offset < 0 else "+"
+        return f"{sign}{'u' if self.user else ''}{abs(self.offset)}({self.base})"
+
+
+Fetch = Union[
+    Register, MemoryAddress, MemorySymbol, StackEntry, StackAddress, FunctionArgument,
+    AllArguments, ReturnValue, Comm, Immediate, BtfArgument, Dereference,
+]
+
+
+# --- types and arguments -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Bitfield:
+    """``b<width>@<offset>/<container>``: bits of a container of 8, 16, 32 or 64 bits."""
+    width: int
+    offset: int
+    container: int
+
+    def __str__(self) -> str:
+        return f"b{self.width}@{self.offset}/{self.container}"
+
+
+@dataclass(frozen=True)
+class ArgType:
+    """A fetch type: a base name (u8..u64, s8..s64, x8..x64, char, string, ustring,
+    symbol, symstr, %pd, %pD, ...) or a bitfield, optionally as an array ``TYPE[N]``."""
+    base: str
+    bitfield: Bitfield | None = None
+    array: int | None = None
+
+    def __str__(self) -> str:
+        text = str(self.bitfield) if self.bitfield else self.base
+        return f"{text}[{self.array}]" if self.array is not None else text
+
+    @property
+    def is_string(self) -> bool:
+        return self.base in ("string", "ustring", "symstr", "%pd", "%pD")
+
+
+@dataclass(frozen=True)
+class FetchArg:
+    """One ``[NAME=]FETCH[:TYPE]`` argument of a probe."""
+    fetch: Fetch
+    name: str | None = None
+    type: ArgType | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.name}={self.fetch}" if self.name else str(self.fetch)
+        return f"{text}:{self.type}" if self.type else text
+
+
+# --- probes ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    """Where a probe sits: ``[MOD:]SYM[+OFFS]`` or a bare address (``MEMADDR``)."""
+    symbol: str | None = None
+    offset: int = 0
+    module: str | None = None
+    address: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.symbol is None) == (self.address is None):
+            raise ValueError("a target is either a symbol or an address")
+
+    def __str__(self) -> str:
+        if self.address is not None:
+            return f"{self.address:#018x}"  # as the kernel prints it: "0x%p"
+        text = f"{self.module}:{self.symbol}" if self.module else str(self.symbol)
+        return f"{text}+{self.offset}" if self.offset else text
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A kprobe (``kind="p"``) or kretprobe (``kind="r"``) definition."""
+    kind: Literal["p", "r"]
+    target: Target
+    event: str | None = None
+    group: str | None = None
+    args: tuple[FetchArg, ...] = field(default=())
+    # Only for return probes; None lets the kernel choose (it reads back as r10 on 6.1).
+    maxactive: int | None = None
+
+    @property
+    def is_return(self) -> bool:
+        return self.kind == "r"
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.group or DEFAULT_GROUP}/{self.event}"
+
+    def __str__(self) -> str:
+        return format_probe(self)
+
+
+def format_probe(probe: Probe) -> str:
+    """The line that defines probe in kprobe_events."""
+    head = probe.kind + (str(probe.maxactive) if probe.maxactive is not None else "")
+    if probe.group is not None or probe.event is not None:
+        head += ":" + (f"{probe.group}/" if probe.group is not None else "") + (probe.event or "")
+    return " ".join([head, str(probe.target), *map(str, probe.args)])
+
+
+def format_removal(group: str, event: str) -> str:
+    """The line that removes an event from kprobe_events."""
+    return f"-:{group}/{event}"
+
+
+def parse_probe(line: str) -> Probe:
+    """Parse one kprobe_events line, as written by a user or printed back by the kernel.
+
+    Raises ProbeSyntaxError pointing at the byte where the line goes wrong.
+    """
+    tokens = [(m.group(), m.start()) for m in re.finditer(r"\S+", line)]
+    if not tokens:
+        raise ProbeSyntaxError("empty probe definition", line, 0)
+    head_text, _ = tokens[0]
+    head = _HEAD.match(head_text)
+    if head is None:
+        raise ProbeSyntaxError("a probe starts with p, r or rMAXACTIVE, then :[GROUP/]EVENT", line, 0)
+    kind: Literal["p", "r"] = "r" if head["kind"] == "r" else "p"
+    if head["maxactive"] is not None and kind != "r":
+        raise ProbeSyntaxError("MAXACTIVE is only for return probes (rN:)", line, 1)
+    for part in ("group", "event"):
+        name = head[part]
+        if name and not _IDENTIFIER.match(name):
+            raise ProbeSyntaxError(
+                f"{part} name must follow the same rules as C identifiers", line, head.start(part)
+            )
+    if len(tokens) < 2:
+        raise ProbeSyntaxError("missing probe target (SYMBOL, MOD:SYMBOL, SYMBOL+OFFS or ADDRESS)", line, len(line))
+    target_text, target_at = tokens[1]
+    target, is_return = parse_target(target_text, line, target_at)
+    if is_return:
+        kind = "r"
+    args = tuple(parse_fetch_arg(text, line, at) for text, at in tokens[2:])
+    return Probe(
+        kind=kind,
+        target=target,
+        event=head["event"] or None,
+        group=head["group"] if head["group"] else None,
+        args=args,
+        maxactive=int(head["maxactive"]) if head["maxactive"] is not None else None,
+    )
+
+
+def parse_target(text: str, line: str | None = None, at: int = 0) -> tuple[Target, bool]:
+    """Parse ``[MOD:]SYM[+OFFS][%return]`` or an address; True when ``%return`` was given."""
+    line = text if line is None else line
+    if _ADDRESS.match(text):
+        return Target(address=int(text, 0)), False
+    match = _TARGET.match(text)
+    if match is None:
+        raise ProbeSyntaxError("target must be SYMBOL, MOD:SYMBOL, SYMBOL+OFFS, SYMBOL%return or ADDRESS", line, at)
+    offset = int(match["offset"], 0) if match["offset"] else 0
+    if match["ret"] and offset:
+        raise ProbeSyntaxError("%return works only at the function entry (+0)", line, at + match.start("offset"))
+    return Target(symbol=match["symbol"], offset=offset, module=match["module"]), bool(match["ret"])
+
+
+def parse_fetch_arg(text: str, line: str | None = None, at: int = 0) -> FetchArg:
+    """Parse ``[NAME=]FETCH[:TYPE]``; at is text's byte offset in line, for errors."""
+    line = text if line is None else line
+    name = None
+    named = _ARG_NAME.match(text)
+    pos = 0
+    if named:
+        name, pos = named.group(1), named.end()
+    fetch, pos = _parse_fetch(text, pos, line, at)
+    arg_type = None
+    if pos < len(text):
+        if text[pos] != ":":
+            raise ProbeSyntaxError("unexpected text after the fetch argument", line, at + pos)
+        arg_type = parse_type(text[pos + 1:], line, at + pos + 1)
+    return FetchArg(fetch=fetch, name=name, type=arg_type)
+
+
+def parse_type(text: str, line: str | None = None, at: int = 0) -> ArgType:
+    line = text if line is None else line
+    match = _TYPE.match(text)
+    if match is None:
+        raise ProbeSyntaxError("a type is a name such as u32, x64, string or b4@2/32, optionally TYPE[N]", line, at)
+    base = match["base"]
+    array = int(match["array"]) if match["array"] is not None else None
+    bits = _BITFIELD.match(base)
+    if bits:
+        return ArgType(base="bitfield", bitfield=Bitfield(*map(int, bits.groups())), array=array)
+    if "@" in base or "/" in base:
+        raise ProbeSyntaxError("a bitfield is b<bit-width>@<bit-offset>/<container-size>", line, at)
+    return ArgType(base=base, array=array)
+
+
+def _parse_fetch(text: str, pos: int, line: str, at: int) -> tuple[Fetch, int]:
+    """Parse one fetch expression of text from pos; return it and the position after it."""
+    rest = text[pos:]
+    error_at = at + pos
+    if rest.startswith("%"):
+        match = re.match(r"%([A-Za-z0-9_]+)", rest)
+        if match is None:
+            raise ProbeSyntaxError("a register is %NAME, such as %di or %x0", line, error_at)
+        return Register(match.group(1)), pos + match.end()
+    if rest.startswith("@"):
+        match = re.match(rf"@(?:(0[xX][0-9a-fA-F]+|\d+)|({_SYMBOL})([+-](?:0[xX][0-9a-fA-F]+|\d+))?)", rest)
+        if match is None:
+            raise ProbeSyntaxError("memory is @ADDRESS or @SYMBOL[+|-OFFSET]", line, error_at)
+        if match.group(1):
+            return MemoryAddress(int(match.group(1), 0)), pos + match.end()
+        offset = int(match.group(3), 0) if match.group(3) else 0
+        return MemorySymbol(match.group(2), offset), pos + match.end()
+    if rest.startswith("$"):
+        return _parse_variable(rest, pos, line, error_at)
+    if rest.startswith("\\"):
+        match = re.match(r'\\("[^"]*"|[+-]?(?:0[xX][0-9a-fA-F]+|\d+))', rest)
+        if match is None:
+            raise ProbeSyntaxError('an immediate is \\NUMBER or \\"STRING"', line, error_at)
+        return Immediate(match.group(1)), pos + match.end()
+    if rest[:1] in ("+", "-"):
+        match = re.match(r"([+-])(u?)(0[xX][0-9a-fA-F]+|\d+)\(", rest)
+        if match is None:
+            raise ProbeSyntaxError("a dereference is +|-[u]OFFSET(FETCHARG)", line, error_at)
+        offset = int(match.group(3), 0) * (-1 if match.group(1) == "-" else 1)
+        base, end = _parse_fetch(text, pos + match.end(), line, at)
+        if text[end:end + 1] != ")":
+            raise ProbeSyntaxError("dereference brace is not closed", line, at + end)
+        return Dereference(offset, base, user=bool(match.group(2))), end + 1
+    match = re.match(r"[A-Za-z_][A-Za-z0-9_]*", rest)
+    if match is None:
+        raise ProbeSyntaxError("unknown fetch argument", line, error_at)
+    access = _ACCESS.match(rest, match.end())
+    assert access is not None  # the pattern also matches the empty string
+    return BtfArgument(match.group(), access.group()), pos + access.end()
+
+
+def _parse_variable(rest: str, pos: int, line: str, error_at: int) -> tuple[Fetch, int]:
+    match = re.match(r"\$(stack|arg|retval|comm|COMM)(\d+|\*)?", rest)
+    if match is None:
+        raise ProbeSyntaxError("unknown $-variable ($argN, $arg*, $retval, $stack, $stackN, $comm)", line, error_at)
+    var, index = match.group(1), match.group(2)
+    end = match.end()
+    if var == "stack":
+        if index == "*":
+            raise ProbeSyntaxError("$stack takes a number: $stackN", line, error_at)
+        return (StackEntry(int(index)) if index else StackAddress()), pos + end
+    if var == "arg":
+        if index == "*":
+            return AllArguments(), pos + end
+        if index is None or int(index) < 1:
+            raise ProbeSyntaxError("$argN counts from 1", line, error_at)
+        access = _ACCESS.match(rest, end)
+        assert access is not None
+        return FunctionArgument(int(index), access.group()), pos + access.end()
+    if index is not None:
+        raise ProbeSyntaxError(f"${var} takes no number", line, error_at + len(var) + 1)
+    if var == "retval":
+        access = _ACCESS.match(rest, end)
+        assert access is not None
+        return ReturnValue(access.group()), pos + access.end()
+    return Comm(), pos + end
+
+
+# --- names -------------------------------------------------------------------------
+
+def is_valid_name(name: str) -> bool:
+    """Whether the kernel accepts name as an event or group name."""
+    return bool(_IDENTIFIER.match(name))
+
+
+def default_event_name(target: Target, is_return: bool) -> str:
+    """kpctl's name for a probe the user did not name: the symbol, readable and unique
+    per target (``vfs_read``, ``vfs_read_8``, ``vfs_read_ret``, ``ext4_file_open``)."""
+    if target.address is not None:
+        base = f"addr_{target.address:x}"
+    else:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", str(target.symbol))
+        if target.offset:
+            base += f"_{target.offset}"
+    if base[0].isdigit():
+        base = "_" + base
+    return base + ("_ret" if is_return else "")

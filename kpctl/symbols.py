@@ -1,0 +1,124 @@
+"""Kernel symbols: which functions a kprobe can sit on, and why not when it cannot.
+
+Sources: /proc/kallsyms (every symbol; addresses read as 0 without root), the kprobe
+blacklist in debugfs (functions and areas the kernel refuses to probe, NOKPROBE_SYMBOL and
+friends) and tracefs available_filter_functions (functions ftrace can trace; one missing
+from it is notrace or in a noinstr section). Each file is read once, when first needed:
+kallsyms has about 100,000 lines.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+_TEXT_TYPES = frozenset("tTwW")
+# Suffixes GCC gives clones of a function (interprocedural SRA, constant propagation, partial inlining).
+_CLONE_MARKERS = (".isra.", ".constprop.", ".part.", ".cold", ".llvm.")
+
+
+@dataclass(frozen=True)
+class KernelSymbol:
+    name: str
+    address: int
+    type: str  # kallsyms type letter: t/T text, d/D data, ...
+    module: str | None
+
+
+@dataclass(frozen=True)
+class FunctionStatus:
+    name: str
+    probeable: bool
+    reason: str  # empty when probeable and unremarkable
+    module: str | None = None
+
+
+class KernelSymbols:
+    def __init__(self, kallsyms: Path, blacklist: Path, filter_functions: Path) -> None:
+        self._kallsyms = kallsyms
+        self._blacklist = blacklist
+        self._filter_functions = filter_functions
+
+    @cached_property
+    def by_name(self) -> dict[str, list[KernelSymbol]]:
+        table: dict[str, list[KernelSymbol]] = {}
+        with open(self._kallsyms, errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                module = fields[3].strip("[]") if len(fields) > 3 else None
+                symbol = KernelSymbol(fields[2], int(fields[0], 16), fields[1], module)
+                table.setdefault(symbol.name, []).append(symbol)
+        return table
+
+    @cached_property
+    def functions(self) -> list[str]:
+        return sorted(n for n, syms in self.by_name.items() if any(s.type in _TEXT_TYPES for s in syms))
+
+    @cached_property
+    def blacklisted(self) -> frozenset[str] | None:
+        """Names on the kprobe blacklist; None when debugfs is not readable."""
+        try:
+            text = self._blacklist.read_text(errors="replace")
+        except OSError:
+            return None
+        # Lines are "0xSTART-0xEND\tNAME" (module entries add "[MOD]").
+        return frozenset(line.split()[1] for line in text.splitlines() if len(line.split()) >= 2)
+
+    @cached_property
+    def traceable(self) -> frozenset[str] | None:
+        """available_filter_functions; None when it cannot be read."""
+        try:
+            text = self._filter_functions.read_text(errors="replace")
+        except OSError:
+            return None
+        return frozenset(line.split(" ", 1)[0] for line in text.splitlines() if line)
+
+    def suggest(self, name: str, limit: int = 5) -> list[str]:
+        """Function names close to name (do_sys_open -> do_sys_openat2).
+
+        difflib over all 100,000 names takes seconds on an emulated guest: compare only
+        names that share name's first three characters or contain it.
+        """
+        head = name[:3]
+        pool = [n for n in self.functions if n.startswith(head) or name in n]
+        return difflib.get_close_matches(name, pool, n=limit, cutoff=0.6)
+
+    def match(self, pattern: str) -> list[str]:
+        """Function names matching a shell glob."""
+        if not any(c in pattern for c in "*?["):
+            return [pattern]
+        return fnmatch.filter(self.functions, pattern)
+
+    def status(self, name: str) -> FunctionStatus:
+        """Whether a kprobe can sit on function name, and if not, why."""
+        symbols = self.by_name.get(name, [])
+        functions = [s for s in symbols if s.type in _TEXT_TYPES]
+        if not functions:
+            if symbols:
+                return FunctionStatus(name, False, f"a data symbol (kallsyms type {symbols[0].type}), not a function")
+            clones = [n for n in self.functions if n.startswith(name + ".")]
+            if clones:
+                return FunctionStatus(
+                    name, False, f"not in kallsyms under this name: the compiler renamed it; probe {', '.join(clones[:3])}"
+                )
+            close = self.suggest(name)
+            hint = f"; close names: {', '.join(close)}" if close else ""
+            return FunctionStatus(name, False, f"not in kallsyms: inlined, optimized away or misspelled{hint}")
+        module = functions[0].module
+        if self.blacklisted is not None and name in self.blacklisted:
+            return FunctionStatus(name, False, "on the kprobe blacklist: the kernel never probes it", module)
+        notes = []
+        if len(functions) > 1:
+            notes.append(
+                f"not unique: {len(functions)} functions have this name; the kernel probes one of them "
+                "(or refuses on kernels that check): use MOD:SYM or an address"
+            )
+        if any(marker in name for marker in _CLONE_MARKERS):
+            notes.append("a compiler-made clone: its arguments may not match the source")
+        if self.traceable is not None and name not in self.traceable:
+            notes.append("notrace (not in available_filter_functions): the probe traps, ftrace cannot help")
+        return FunctionStatus(name, True, "; ".join(notes), module)

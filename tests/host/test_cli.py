@@ -1,0 +1,236 @@
+"""The CLI through click's runner, against a fake tracefs: a directory holding files a
+real kernel wrote. The fake accepts every write, so these tests cover parsing, rendering
+and error messages; what the kernel does is for tests/kernel."""
+from __future__ import annotations
+
+import errno
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from captured import DATA
+
+from kpctl import cli as cli_module
+from kpctl.cli import cli
+from kpctl.tracefs import Tracefs
+
+CAPTURE = DATA / "x86_64-6.1"
+EVENTS = "p:kpctl/open do_sys_openat2 dfd=$arg1:s32 path=+0($arg2):ustring\nr10:kpctl/open_ret do_sys_openat2 ret=$retval:s32\np:other/keep vfs_write\n"
+
+
+class FakeTracefs(Tracefs):
+    """Acts on kprobe_events like the kernel at its simplest: a definition is appended,
+    ``-:GROUP/EVENT`` deletes it. Every command is recorded in ``commands``."""
+
+    commands: list[str]
+    refuse: set[str]  # commands the fake kernel refuses with EINVAL
+
+    @contextmanager
+    def command_writer(self, relative: str) -> Iterator[Callable[[str], None]]:
+        path = self.path(relative)
+
+        def write(command: str) -> None:
+            if command in self.refuse:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            self.commands.append(command)
+            lines = path.read_text().splitlines()
+            if command.startswith("-:"):
+                lines = [line for line in lines if f":{command[2:]} " not in line]
+            else:
+                lines.append(command)
+            path.write_text("".join(f"{line}\n" for line in lines))
+
+        yield write
+
+    def remove_instance(self, relative: str) -> None:
+        shutil.rmtree(self.path(relative))
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTracefs:
+    root, debugfs, proc = tmp_path / "tracing", tmp_path / "debug", tmp_path / "proc"
+    for d in (root, debugfs / "kprobes", proc):
+        d.mkdir(parents=True)
+    shutil.copy(CAPTURE / "README", root / "README")
+    (root / "kprobe_events").write_text(EVENTS)
+    (root / "kprobe_profile").write_text("  open  12  0\n  open_ret  11  1\n  keep  5  0\n")
+    (root / "available_filter_functions").write_text((CAPTURE / "available_filter_functions.sample").read_text())
+    (root / "error_log").write_text("")
+    for event in ("open", "open_ret", "vfs_read", "vfs_write"):
+        d = root / "instances/kpctl/events/kpctl" / event
+        d.mkdir(parents=True)
+        (d / "enable").write_text("1\n" if event == "open" else "0\n")
+        (d / "filter").write_text("none\n")
+    (root / "instances/kpctl/trace").write_text("")
+    (debugfs / "kprobes/list").write_text((CAPTURE / "kprobes-list").read_text())
+    (debugfs / "kprobes/blacklist").write_text((CAPTURE / "blacklist.head").read_text())
+    (proc / "kallsyms").write_text((CAPTURE / "kallsyms.sample").read_text())
+    tracefs = FakeTracefs(root, debugfs, proc)
+    tracefs.commands = []
+    tracefs.refuse = set()
+    monkeypatch.setattr(cli_module, "open_tracefs", lambda: tracefs)
+    return tracefs
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_list_shows_only_kpctl_group_with_state_and_backend(fake: Tracefs) -> None:
+    code, out = run("list", "--json")
+    rows = json.loads(out)
+    assert code == 0
+    assert [(r["name"], r["kind"], r["enabled"], r["backend"]) for r in rows] == [
+        ("open", "entry", True, "tracefs"), ("open_ret", "return", False, "tracefs"),
+    ]
+    assert rows[0]["kprobe"] == "FTRACE"  # from debug/kprobes/list
+
+
+def test_list_table_has_a_column_per_field(fake: Tracefs) -> None:
+    code, out = run("list")
+    assert out.splitlines()[0].split() == ["NAME", "BACKEND", "KIND", "TARGET", "ARGS", "ENABLED", "FILTER", "KPROBE"]
+
+
+def test_stats_pairs_profile_lines_with_kpctl_probes(fake: Tracefs) -> None:
+    code, out = run("stats", "--json")
+    assert json.loads(out) == [
+        {"name": "open", "backend": "tracefs", "hits": 12, "misses": 0},
+        {"name": "open_ret", "backend": "tracefs", "hits": 11, "misses": 1},
+    ]
+
+
+def test_add_appends_one_line_per_target_and_enables_them(fake: Tracefs) -> None:
+    code, out = run("add", "vfs_read,vfs_write", "count=$arg3:u64")
+    assert code == 0, out
+    assert fake.read("kprobe_events") == EVENTS + (
+        "p:kpctl/vfs_read vfs_read count=$arg3:u64\np:kpctl/vfs_write vfs_write count=$arg3:u64\n"
+    )
+    assert fake.read("instances/kpctl/events/kpctl/vfs_read/enable") == "1\n"
+    assert out == (
+        "added kpctl/vfs_read: p:kpctl/vfs_read vfs_read count=$arg3:u64\n"
+        "added kpctl/vfs_write: p:kpctl/vfs_write vfs_write count=$arg3:u64\n"
+    )
+
+
+def test_add_existing_name_changes_nothing(fake: Tracefs) -> None:
+    code, out = run("add", "vfs_read", "--name", "open")
+    assert (code, out) == (1, "Error: a probe named open already exists in group kpctl\nchoose another with --name, or remove it first: kpctl rm open\n")
+    assert fake.read("kprobe_events") == EVENTS
+
+
+def test_bad_fetcharg_is_one_error_line_with_the_spot_marked(fake: Tracefs) -> None:
+    code, out = run("add", "vfs_read", "x=+0($arg1")
+    assert (code, out) == (1, "Error: dereference brace is not closed\n  x=+0($arg1\n            ^\n")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["add", "vfs_read,vfs_write", "--name", "x"], "Error: --name needs a single target"),
+    (["add", "vfs_read", "--maxactive", "4"], "Error: --maxactive is for return probes"),
+    (["add", "vfs_read", "--name", "bad-name"], "Error: invalid probe name 'bad-name'"),
+    (["rm", "opne"], "Error: no probe named opne in group kpctl"),
+    (["enable", "nope"], "Error: no probe named nope in group kpctl"),
+    (["watch", "nope"], "Error: no probe named nope in group kpctl"),
+])
+def test_expected_failures_print_one_error_line_and_exit_1(fake: Tracefs, args: list[str], message: str) -> None:
+    code, out = run(*args)
+    assert code == 1 and out.splitlines()[0] == message
+
+
+def test_rm_suggests_a_close_name(fake: Tracefs) -> None:
+    assert run("rm", "opne")[1].splitlines()[1] == "did you mean: open?"
+
+
+def test_rm_with_neither_names_nor_all_is_a_usage_error(fake: Tracefs) -> None:
+    code, out = run("rm")
+    assert code == 2 and "give probe NAMEs or --all" in out
+
+
+def test_rm_all_removes_kpctl_probes_and_leaves_other_groups(fake: FakeTracefs) -> None:
+    code, out = run("rm", "--all")
+    assert out == "removed kpctl/open\nremoved kpctl/open_ret\n"
+    assert fake.commands == ["-:kpctl/open", "-:kpctl/open_ret"]
+    assert fake.read("kprobe_events") == "p:other/keep vfs_write\n"
+    assert not fake.path("instances/kpctl").exists()
+
+
+def test_funcs_explains_a_missing_name_with_close_ones(fake: Tracefs) -> None:
+    code, out = run("funcs", "do_sys_openat3", "--json")
+    [row] = json.loads(out)
+    assert row["probeable"] is False
+    assert row["note"] == "not in kallsyms: inlined, optimized away or misspelled; close names: do_sys_openat2, do_sys_open"
+
+
+def test_funcs_glob_lists_matching_functions(fake: Tracefs) -> None:
+    code, out = run("funcs", "vfs_*", "--json")
+    assert [r["name"] for r in json.loads(out)] == ["vfs_read", "vfs_write"]
+
+
+def test_funcs_says_a_data_symbol_is_not_a_function(fake: Tracefs) -> None:
+    assert json.loads(run("funcs", "jiffies", "--json")[1])[0]["note"] == "a data symbol (kallsyms type D), not a function"
+
+
+@pytest.mark.parametrize("command", ["add", "list", "rm", "enable", "disable", "stats", "watch", "trace", "funcs", "doctor"])
+def test_every_command_help_has_an_example(command: str) -> None:
+    code, out = run(command, "--help")
+    assert code == 0 and "Example" in out
+
+
+def test_cli_import_stays_light() -> None:
+    """`kpctl --help` and `kpctl list` start fast: nothing heavy at import time."""
+    code = "import sys, kpctl.cli; print(sorted(m for m in ('tabulate', 'pyroute2', 'kpctl.tracefs', 'json') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_list_finds_the_kprobe_an_ibt_kernel_moved_past_endbr(fake: FakeTracefs) -> None:
+    """6.12 on x86 lists a probe written at vfs_write+0 as vfs_write+0x4."""
+    (fake.debugfs / "kprobes/list").write_text((DATA / "x86_64-6.12" / "kprobes-list").read_text())
+    fake.append_command("kprobe_events", "p:kpctl/vfs_write vfs_write")
+    rows = json.loads(run("list", "--json")[1])
+    assert rows[-1]["name"] == "vfs_write" and rows[-1]["kprobe"] == "DISABLED,FTRACE"
+
+
+def test_watch_json_prints_typed_hits_of_kpctl_probes(fake: FakeTracefs) -> None:
+    """The fake trace_pipe is a plain file: watch reads it to its end and stops."""
+    fake.path("instances/kpctl/trace_pipe").write_text(
+        "cat-365 [000] ..... 16.417567: open: (do_sys_openat2+0x0/0x170) dfd=-100 path=\"/etc/a b\"\n"
+        "cat-365 [000] ..... 16.417638: open_ret: ([unknown/kretprobe'd] <- do_sys_openat2) ret=-2\n"
+        "CPU:0 [LOST 7 EVENTS]\n"
+    )
+    result = CliRunner().invoke(cli, ["watch", "--json"])
+    hits = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == 0
+    assert hits == [
+        {"time": 16.417567, "cpu": 0, "pid": 365, "comm": "cat", "probe": "open", "backend": "tracefs",
+         "where": "do_sys_openat2+0x0", "args": {"dfd": -100, "path": "/etc/a b"}},
+        {"time": 16.417638, "cpu": 0, "pid": 365, "comm": "cat", "probe": "open_ret", "backend": "tracefs",
+         "where": "[unknown/kretprobe'd] <- do_sys_openat2", "args": {"ret": -2}},
+        {"lost": 7, "cpu": 0},
+    ]
+    assert fake.read("instances/kpctl/trace") == "\n", "watch empties only its own instance's buffer"
+
+
+def test_refused_target_rolls_back_and_shows_the_kernels_reason(fake: FakeTracefs) -> None:
+    line = "p:kpctl/do_sys_openat3 do_sys_openat3"
+    fake.refuse.add(line)
+    fake.path("error_log").write_text(
+        "[   16.836587] trace_kprobe: error: Invalid probed address or symbol\n"
+        f"  Command: {line}\n" + " " * (11 + 23) + "^\n"
+    )
+    code, out = run("add", "vfs_read,do_sys_openat3")
+    assert (code, out) == (1, (
+        "Error: kernel rejected probe kpctl/do_sys_openat3: Invalid probed address or symbol\n"
+        f"  {line}\n"
+        "                         ^\n"
+        "unknown symbol do_sys_openat3: not in kallsyms: inlined, optimized away or misspelled; "
+        "close names: do_sys_openat2, do_sys_open\n"
+    ))
+    assert fake.commands == ["p:kpctl/vfs_read vfs_read", "-:kpctl/vfs_read"]
+    assert fake.read("kprobe_events") == EVENTS

@@ -1,0 +1,123 @@
+"""trace_pipe parsing against lines real kernels printed, and the watch output path."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from captured import CAPTURES
+
+from kpctl.hits import HitParser, HitStream, lost_events, parse_value
+from kpctl.model import ArgType, parse_probe
+
+ENTRY = '             cat-154     [000] .....     6.381431: regs: (vfs_read+0x0/0x310) arg1=0xff36853042c4be00 buf=0x7ffc94e608d8 s0=0xffffffff84a76930 st=0xff68d6b340637ec0 cnt=832 bf=0 arr={0x30,0x69,0xa7,0x84} sym=arch_rethook_trampoline+0x0/0x60\n'
+RETURN = '             cat-154     [000] .....     6.381650: retsfx: (ksys_read+0x6b/0xf0 <- vfs_read) ret=0x340\n'
+REGS = parse_probe("p:kpcap/regs vfs_read arg1=%di buf=%si:x64 s0=$stack0 st=$stack cnt=$arg3:u32 bf=$arg3:b4@2/32 arr=+0($stack):x8[4] sym=$stack0:symbol")
+
+
+def probes_of(capture: Path) -> list:
+    return [parse_probe(line) for line in (capture / "kprobe_events").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+def test_every_captured_line_is_a_hit_or_a_lost_notice(capture: Path) -> None:
+    for name in ("trace_pipe", "trace_pipe.lost"):
+        stream = HitStream(io.StringIO(), probes_of(capture))
+        stream.feed((capture / name).read_text())
+        assert stream.counts.unparsed == 0
+        assert stream.counts.hits > 0
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+def test_captured_lost_notice_is_counted(capture: Path) -> None:
+    text = (capture / "trace_pipe.lost").read_text()
+    assert lost_events(text) and all(n > 0 for _, n in lost_events(text))
+
+
+def test_entry_hit_fields_and_typed_arguments() -> None:
+    [hit] = HitParser([REGS]).hits(ENTRY)
+    assert (hit.comm, hit.pid, hit.cpu, hit.timestamp, hit.event) == ("cat", 154, 0, "6.381431", "regs")
+    assert hit.where == "vfs_read+0x0" and not hit.is_return
+    assert hit.args == {
+        "arg1": 0xFF36853042C4BE00, "buf": 0x7FFC94E608D8, "s0": 0xFFFFFFFF84A76930, "st": 0xFF68D6B340637EC0,
+        "cnt": 832, "bf": 0, "arr": [0x30, 0x69, 0xA7, 0x84], "sym": "arch_rethook_trampoline+0x0/0x60",
+    }
+
+
+def test_return_hit_shows_caller_and_function() -> None:
+    [hit] = HitParser().hits(RETURN)
+    assert hit.is_return and hit.function == "vfs_read"
+    assert hit.where == "ksys_read+0x6b <- vfs_read"
+    assert hit.args == {"ret": 0x340}
+
+
+def test_return_hit_with_unknown_caller() -> None:
+    line = "cat-365 [000] ..... 16.417638: open_ret: ([unknown/kretprobe'd] <- do_sys_openat2) ret=-2\n"
+    [hit] = HitParser().hits(line)
+    assert hit.where == "[unknown/kretprobe'd] <- do_sys_openat2" and hit.args == {"ret": -2}
+
+
+def test_module_symbol_and_comm_with_dashes_and_spaces() -> None:
+    line = "  kworker/0:1-events x-42 [001] d..2. 5.000001: mod: (ext4_file_open+0x0/0x1a0 [ext4]) arg1=1\n"
+    [hit] = HitParser().hits(line)
+    assert (hit.comm, hit.pid, hit.cpu) == ("kworker/0:1-events x", 42, 1)
+    assert hit.where == "ext4_file_open+0x0 [ext4]"
+
+
+def test_string_with_spaces_and_names_inside_splits_by_schema() -> None:
+    probe = parse_probe('p:kpctl/o do_sys_openat2 path=+0($arg2):ustring dfd=$arg1:s32')
+    line = 'sh-1 [000] ..... 1.0: o: (do_sys_openat2+0x0/0x170) path="/tmp/a b dfd=3" dfd=-100\n'
+    [hit] = HitParser([probe]).hits(line)
+    assert hit.args == {"path": "/tmp/a b dfd=3", "dfd": -100}
+
+
+@pytest.mark.parametrize(("text", "arg_type", "value"), [
+    ("-100", ArgType("s32"), -100),
+    ("832", ArgType("u32"), 832),
+    ("0x3", None, 3),
+    ('"/etc/passwd"', ArgType("string"), "/etc/passwd"),
+    ("(fault)", ArgType("ustring"), None),
+    ("'a'", ArgType("char"), "a"),
+    ("0xffffffff84a76930", ArgType("symbol"), "0xffffffff84a76930"),
+    ("{1,2,3}", ArgType("u8", array=3), [1, 2, 3]),
+    ('{"a","b"}', ArgType("string", array=2), ["a", "b"]),
+    ("{-1,2}", None, [-1, 2]),
+])
+def test_values_are_typed(text: str, arg_type: ArgType | None, value: object) -> None:
+    assert parse_value(text, arg_type) == value
+
+
+def test_text_output_of_an_entry_and_a_return_hit() -> None:
+    out = io.StringIO()
+    HitStream(out, [REGS]).feed(RETURN)
+    assert out.getvalue() == "      6.381650 000     154 cat              retsfx               ksys_read+0x6b <- vfs_read ret=0x340\n"
+
+
+def test_json_output_is_one_typed_object_per_hit() -> None:
+    out = io.StringIO()
+    HitStream(out, [REGS], as_json=True, backend_of={"regs": "tracefs"}).feed(ENTRY)
+    obj = json.loads(out.getvalue())
+    assert obj["probe"] == "regs" and obj["backend"] == "tracefs" and obj["args"]["cnt"] == 832
+    assert obj["time"] == 6.381431 and obj["where"] == "vfs_read+0x0"
+
+
+def test_count_stops_exactly_and_filters_apply_first() -> None:
+    lines = ENTRY.replace("cat-154", "sh-7") + ENTRY * 3
+    stream = HitStream(io.StringIO(), [REGS], pid=154, count=2)
+    stream.feed(lines)
+    assert stream.counts.hits == 2 and stream.done
+
+
+def test_lost_events_are_reported_in_the_output_and_summary() -> None:
+    out = io.StringIO()
+    stream = HitStream(out)
+    stream.feed("CPU:1 [LOST 29 EVENTS]\n" + RETURN)
+    assert out.getvalue().splitlines()[-1] == "LOST 29 events on CPU 1"
+    assert stream.summary() == "1 hits, 29 lost (buffer full: raise buffer_size_kb or narrow the probes)"
+
+
+def test_unparsed_lines_are_counted() -> None:
+    stream = HitStream(io.StringIO())
+    stream.feed("garbage\n" + RETURN)
+    assert stream.summary() == "1 hits, 1 unparsed lines"

@@ -1,0 +1,43 @@
+"""Building kpctl_kmod, without a kernel: the missing-headers error, the per-kernel copy
+of the sources, and `kpctl kmod status` of a module that is not loaded."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kpctl.kmod import build
+from kpctl.kmod.cli import kmod
+
+
+def test_missing_headers_name_the_package() -> None:
+    with pytest.raises(build.KmodBuildError) as e:
+        build.build("0.0.0-kpctl-test")
+    assert "/lib/modules/0.0.0-kpctl-test/build" in e.value.message
+    assert e.value.hint == "install them: apt install linux-headers-0.0.0-kpctl-test"
+
+
+def test_sources_sync_into_a_build_dir(tmp_path: Path) -> None:
+    dest = tmp_path / "6.1.0-test"
+    build._sync_sources(build.SOURCE, dest)
+    names = sorted(p.name for p in dest.iterdir())
+    assert "Kbuild" in names and "Makefile" in names and "kpctl_genl.c" in names
+    stale = dest / "gone.c"
+    stale.write_text("")
+    kbuild = dest / "Kbuild"
+    os.utime(kbuild, (1, 1))
+    (dest / "kpctl_kmod.o").write_text("")  # a build product stays
+    build._sync_sources(build.SOURCE, dest)
+    assert not stale.exists() and (dest / "kpctl_kmod.o").exists()
+    # Unchanged content keeps its mtime, so make rebuilds nothing.
+    assert kbuild.stat().st_mtime == 1
+
+
+def test_status_when_not_loaded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(build, "_SYSFS", tmp_path / "no-module")
+    monkeypatch.setattr(build, "BUILD_ROOT", tmp_path)
+    result = CliRunner().invoke(kmod, ["status"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"kpctl_kmod: not loaded (kernel {os.uname().release}, not built)\n"

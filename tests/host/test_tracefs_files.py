@@ -1,0 +1,72 @@
+"""Parsers of tracefs and debugfs files, against what real kernels wrote."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from captured import CAPTURES
+
+from kpctl.features import detect_features
+from kpctl.tracefs import parse_error_log, parse_kprobe_list, parse_kprobe_profile
+
+
+def error_cases(capture: Path) -> list[tuple[str, str]]:
+    """(command written, error_log text after it) from capture.sh's error_log.cases."""
+    text = (capture / "error_log.cases").read_text()
+    return [(m[1], m[2]) for m in re.finditer(r"^### (.*)\n((?:(?!### ).*\n)*)", text, re.M)]
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+def test_error_log_entries_give_message_command_and_byte(capture: Path) -> None:
+    logged = 0
+    for command, log in error_cases(capture):
+        entries = parse_error_log(log)
+        if not entries:
+            continue  # some refusals leave no entry (a bad first letter, $comm:u32 on 6.1)
+        [entry] = entries
+        assert entry.command == command and entry.source == "trace_kprobe"
+        # A missing or conflicting piece is blamed one past the command's end.
+        assert 0 <= entry.offset <= len(command) + 1
+        logged += 1
+    assert logged >= 10
+
+
+def test_error_log_offset_is_the_byte_under_the_caret() -> None:
+    log = (
+        "[   16.789444] trace_kprobe: error: Unknown type is specified\n"
+        "  Command: p:kpcap/b1 vfs_read x=$arg1:u7\n"
+        "                                       ^\n"
+    )
+    [entry] = parse_error_log(log)
+    assert entry.message == "Unknown type is specified"
+    assert entry.command[entry.offset:] == "u7"
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+def test_kprobe_profile_lines_match_kprobe_events(capture: Path) -> None:
+    rows = parse_kprobe_profile((capture / "kprobe_profile").read_text())
+    events = [line.split()[0].split("/")[-1] for line in (capture / "kprobe_events").read_text().splitlines()]
+    assert [name for name, _, _ in rows] == events
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+def test_kprobes_list_lines_parse(capture: Path) -> None:
+    text = (capture / "kprobes-list").read_text()
+    states = parse_kprobe_list(text)
+    assert len(states) == len(text.splitlines())
+    assert any(s.module for s in states) and all(s.where.count("+0x") == 1 for s in states)
+
+
+def test_x86_probes_at_function_entry_use_ftrace() -> None:
+    states = parse_kprobe_list("ffffffff84d669e0  k  vfs_read+0x0    [DISABLED][FTRACE]\n")
+    assert states[0].flags == ("DISABLED", "FTRACE") and not states[0].is_return
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+def test_readme_features_match_what_the_kernel_accepted(capture: Path) -> None:
+    features = detect_features((capture / "README").read_text())
+    results = (capture / "probe-results").read_text()
+    assert features["return_suffix"] == ("accepted: p:kpcap/retsfx vfs_read%return" in results)
+    assert features["btf_args"] == ("accepted: p:kpcap/btf vfs_read count" in results)
+    assert features["immediate"] == ("accepted: p:kpcap/imm" in results)

@@ -1,0 +1,171 @@
+"""kpctl inspect against the real kernel: the bytes kprobes write, read back from /proc/kcore.
+
+Every fact is checked on the code itself: offsets come from disassembling the live
+function, features from what the kernel shows (kallsyms, sysctls), never from versions.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import require
+
+from kpctl.disasm import ARM64_KPROBE_BRK, X86_INT3, X86_JMP32, Arch, host_arch
+from kpctl.errors import KernelRejectedError
+from kpctl.inspect import INSPECT_GROUP, Inspector, Report, Step, kprobes_on_ftrace
+from kpctl.model import Probe, Target
+from kpctl.tracefs import Tracefs, TracefsBackend, find_tracefs
+
+FUNCTION = "vfs_read"  # called by every read(2): the return probe sees one of ours
+OPTIMIZATION = Path("/proc/sys/debug/kprobes-optimization")
+x86_only = pytest.mark.skipif(platform.machine() != "x86_64", reason="x86_64 behaviour")
+arm64_only = pytest.mark.skipif(platform.machine() != "aarch64", reason="arm64 behaviour")
+
+
+def _arch() -> Arch:
+    require(platform.machine() in ("x86_64", "aarch64"), f"inspect knows x86_64 and arm64, not {platform.machine()}")
+    return host_arch()
+
+
+@pytest.fixture
+def inspector() -> Iterator[Inspector]:
+    require(os.geteuid() == 0, "needs root")
+    require(Path("/proc/kcore").exists(), "needs /proc/kcore (CONFIG_PROC_KCORE)")
+    require(importlib.util.find_spec("capstone") is not None, "needs capstone")
+    tracefs = Tracefs(find_tracefs())
+    require(tracefs.path("kprobe_events").exists(), "needs kprobe events")
+    require((tracefs.debugfs / "kprobes" / "list").exists(), "needs debugfs kprobes/list")
+    yield Inspector(tracefs, _arch())
+    leftover = [line for line in tracefs.read("kprobe_events").splitlines() if f"{INSPECT_GROUP}/" in line]
+    assert not leftover, f"inspect left probes behind: {leftover}"
+    assert not tracefs.path(f"instances/{INSPECT_GROUP}").exists(), "inspect left its instance behind"
+
+
+@pytest.fixture
+def no_optimization() -> Iterator[None]:
+    """Keep x86 kprobes as int3: the optimizer would replace it within jiffies."""
+    if not OPTIMIZATION.exists():
+        yield
+        return
+    saved = OPTIMIZATION.read_text()
+    OPTIMIZATION.write_text("0")
+    try:
+        yield
+    finally:
+        OPTIMIZATION.write_text(saved)
+
+
+def _body_offset(inspector: Inspector) -> int:
+    """The first place past the ftrace site where a probe may go, by disassembly."""
+    report = inspector.inspect(FUNCTION)
+    line = next(line for line in report.code if line.offset > 0 and line.refusal is None and not line.note)
+    return line.offset
+
+
+def _step(report: Report, name: str) -> Step:
+    names = [s.name for s in report.steps]
+    assert name in names, f"no step {name}: {names}"
+    return next(s for s in report.steps if s.name == name)
+
+
+def _at(step: Step, offset: int) -> bytes:
+    return next(line.raw for line in step.code if line.offset == offset)
+
+
+def _assert_restored(report: Report) -> None:
+    before, last = report.steps[0], report.steps[-1]
+    assert last.name == "restored", [s.name for s in report.steps]
+    assert [line.raw for line in last.code] == [line.raw for line in before.code]
+    assert not any(line.changed for line in last.code)
+
+
+def test_breakpoint_at_probed_address(inspector: Inspector, no_optimization: None) -> None:
+    offset = _body_offset(inspector)
+    report = inspector.arm(inspector.inspect(f"{FUNCTION}+{offset}"), wait=2)
+    armed = _at(_step(report, "armed"), offset)
+    if inspector.arch == "x86_64":
+        assert armed[0] == X86_INT3, armed.hex(" ")
+    else:
+        assert int.from_bytes(armed, "little") == ARM64_KPROBE_BRK, armed.hex(" ")
+        assert armed == bytes.fromhex("800020d4")
+    assert 0 in next(line.changed for line in _step(report, "armed").code if line.offset == offset)
+    _assert_restored(report)
+
+
+@x86_only
+def test_x86_optimized_jump_within_bounded_wait(inspector: Inspector) -> None:
+    require(OPTIMIZATION.exists() and OPTIMIZATION.read_text().strip() == "1",
+            "kprobes-optimization is off or absent (CONFIG_OPTPROBES)")
+    offset = _body_offset(inspector)
+    report = inspector.arm(inspector.inspect(f"{FUNCTION}+{offset}"), wait=10)
+    optimized = _step(report, "optimized")
+    assert optimized.elapsed is not None and optimized.elapsed <= 10
+    raw = _at(optimized, offset)
+    assert raw[0] == X86_JMP32 and len(raw) == 5, raw.hex(" ")
+    assert "OPTIMIZED" in optimized.flags
+    _assert_restored(report)
+
+
+@x86_only
+def test_x86_entry_probe_goes_through_ftrace(inspector: Inspector) -> None:
+    require(kprobes_on_ftrace(inspector.symbols), "no kprobe_ftrace_handler in kallsyms (CONFIG_KPROBES_ON_FTRACE)")
+    report = inspector.arm(inspector.inspect(FUNCTION), wait=2)
+    step = _step(report, "ftrace")
+    assert "FTRACE" in step.flags
+    assert _at(step, report.offset)[0] == 0xE8  # call into the ftrace trampoline (+4 after ENDBR64)
+    assert "armed" not in [s.name for s in report.steps]  # no int3 anywhere
+    _assert_restored(report)
+
+
+def test_return_goes_through_trampoline(inspector: Inspector) -> None:
+    report = inspector.arm(inspector.inspect(FUNCTION), wait=5)
+    ret = report.ret
+    assert ret is not None and ret.trampoline is not None, "no return trampoline in kallsyms"
+    assert ret.trampoline_address
+    assert ret.function == FUNCTION and ret.caller, ret
+    assert ret.retval is not None and int(ret.retval, 0) >= 0
+
+
+def test_non_boundary_offset_refused(inspector: Inspector) -> None:
+    report = inspector.inspect(FUNCTION)
+    if inspector.arch == "x86_64":
+        longer = next(line for line in report.code if line.offset > 0 and len(line.raw) > 1)
+        offset, reason = longer.offset + 1, "not an instruction boundary"
+    else:
+        offset, reason = 2, "not 4-byte aligned"
+    refused = inspector.inspect(f"{FUNCTION}+{offset}")
+    assert not refused.probeable and any(reason in r for r in refused.reasons), refused.reasons
+    with pytest.raises(KernelRejectedError):  # and the kernel agrees
+        backend = TracefsBackend(inspector.tracefs, group=INSPECT_GROUP, instance=INSPECT_GROUP)
+        backend.add([Probe("p", Target(symbol=FUNCTION, offset=offset), event="refused")])
+    inspector.tracefs.remove_instance(f"instances/{INSPECT_GROUP}")
+
+
+@arm64_only
+def test_arm64_ftrace_site_refused(inspector: Inspector) -> None:
+    require(not kprobes_on_ftrace(inspector.symbols), "this kernel has kprobes on ftrace")
+    report = inspector.inspect(FUNCTION)
+    site = next((line.offset for line in report.code if line.note.startswith("ftrace site")), None)
+    require(site is not None, f"{FUNCTION} has no ftrace patch site")
+    refused = inspector.inspect(f"{FUNCTION}+{site}")
+    assert not refused.probeable and "ftrace patch site" in refused.reasons[0]
+
+
+def test_cli_inspect_arm_json(inspector: Inspector) -> None:
+    offset = _body_offset(inspector)
+    done = subprocess.run(
+        [sys.executable, "-m", "kpctl", "inspect", "--arm", "--json", f"{FUNCTION}+{offset}"],
+        check=False, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["function"] == FUNCTION and data["probeable"]
+    assert data["steps"][0]["step"] == "before" and data["steps"][-1]["step"] == "restored"
+    assert data["return"]["trampoline"]

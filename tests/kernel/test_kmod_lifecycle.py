@@ -1,0 +1,79 @@
+"""Loading and unloading kpctl_kmod: the probe limit, status, and rmmod while probes are
+armed, hit, and a reader sits in trace_pipe."""
+from __future__ import annotations
+
+import errno
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kmod_fixtures import (  # noqa: F401 (fixtures)
+    WORKLOAD_SYSCALL,
+    built_module,
+    ensure_loaded,
+    kernel_log,
+    kmod,
+    splats_since,
+    syscall_symbol,
+    trace_instance,
+)
+
+from kpctl.kmod import build
+from kpctl.kmod.client import KmodClient, KmodError, KmodNotLoadedError
+from kpctl.kmod.messages import Kind
+
+
+@pytest.fixture
+def reload_after(kmod: KmodClient) -> Iterator[None]:
+    """The test unloads the module; load it again, with its defaults, for the next test."""
+    yield
+    if build.is_loaded():
+        build.unload()
+    ensure_loaded()
+
+
+def test_status_of_the_loaded_module(kmod: KmodClient) -> None:
+    status = build.status()
+    assert status.loaded and status.max_probes == 128
+    assert status.module == built_module().module
+
+
+def test_probe_limit(kmod: KmodClient, reload_after: None) -> None:
+    build.unload()
+    build.load(built_module().module, {"max_probes": 2})
+    with KmodClient() as client:
+        client.add(syscall_symbol(WORKLOAD_SYSCALL), "kt_a")
+        client.add(syscall_symbol("getppid"), "kt_b")
+        with pytest.raises(KmodError, match="too many probes") as e:
+            client.add(syscall_symbol("getpid"), "kt_c")
+        assert e.value.errno == errno.ENOSPC
+        assert [p.name for p in client.dump()] == ["kt_a", "kt_b"]
+
+
+def test_rmmod_with_armed_probes_and_a_reader(kmod: KmodClient, trace_instance: Path, reload_after: None) -> None:
+    before = len(kernel_log())
+    # vfs_read is hit all the time, not least by the trace_pipe reader itself.
+    kmod.add("vfs_read", "kt_read")
+    kmod.add("vfs_read", "kt_read_ret", kind=Kind.RETURN)
+    with open("/tmp/kt_reader.out", "wb") as sink:
+        reader = subprocess.Popen(["cat", str(trace_instance / "trace_pipe")], stdout=sink)
+    workload = subprocess.Popen(["sh", "-c", "while :; do cat /proc/version; done"], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while b"kretprobe_hit" not in Path("/tmp/kt_reader.out").read_bytes():
+            assert time.monotonic() < deadline, "no hits reached trace_pipe"
+            time.sleep(0.2)
+        build.unload()
+        assert not build.is_loaded()
+        time.sleep(0.5)
+        assert reader.poll() is None, "the trace_pipe reader died with the module"
+    finally:
+        workload.kill()
+        reader.kill()
+        workload.wait()
+        reader.wait()
+    with pytest.raises(KmodNotLoadedError):
+        KmodClient()
+    assert splats_since(before) == []

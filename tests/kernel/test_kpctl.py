@@ -1,0 +1,362 @@
+"""kpctl against a real kernel: each test one behaviour, asserting what the kernel did.
+
+The library is called in-process (Python starts slowly in an emulated guest); only the
+signal tests run `python3 -m kpctl` as a process, since signals are what they test.
+"""
+from __future__ import annotations
+
+import ctypes
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import require
+
+from kpctl.cli import cli
+from kpctl.errors import KernelRejectedError, ProbeBusyError, ProbeNotFoundError, UnknownSymbolError
+from kpctl.hits import HitStream
+from kpctl.model import Probe, Target, default_event_name, parse_fetch_arg
+from kpctl.tracefs import Tracefs, TracefsBackend, find_tracefs
+from kpctl.watch import pump
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+OTHER_PROBE = "p:other/kpctl_test_keep vfs_write"
+
+
+@pytest.fixture(scope="session")
+def tracefs() -> Tracefs:
+    root = Path("/sys/kernel/tracing")
+    require(os.geteuid() == 0 and (root / "kprobe_events").exists(), "needs root and kprobe_events (CONFIG_KPROBE_EVENTS)")
+    return Tracefs(find_tracefs())
+
+
+def _kpctl_lines(tracefs: Tracefs) -> list[str]:
+    return [line for line in tracefs.read("kprobe_events").splitlines() if ":kpctl/" in line.split(" ", 1)[0]]
+
+
+@pytest.fixture
+def backend(tracefs: Tracefs) -> Iterator[TracefsBackend]:
+    """kpctl's backend, with a probe of another group beside it that must survive."""
+    assert _kpctl_lines(tracefs) == [], "a kpctl probe was left by an earlier run"
+    tracefs.append_command("kprobe_events", OTHER_PROBE)
+    try:
+        yield TracefsBackend(tracefs)
+        assert _kpctl_lines(tracefs) == [], "the test left a kpctl probe behind"
+        assert OTHER_PROBE in tracefs.read("kprobe_events").splitlines(), "another group's probe was lost"
+    finally:
+        if _kpctl_lines(tracefs):  # so that one failure does not cascade into the next tests
+            TracefsBackend(tracefs).remove_all()
+        tracefs.append_command("kprobe_events", "-:other/kpctl_test_keep")
+
+
+def probe(target: str, *args: str, ret: bool = False, name: str | None = None) -> Probe:
+    place = Target(symbol=target)
+    return Probe(
+        kind="r" if ret else "p", target=place, event=name or default_event_name(place, ret),
+        group="kpctl", args=tuple(parse_fetch_arg(a) for a in args),
+    )
+
+
+def path_arg(tracefs: Tracefs) -> str:
+    # The file name is a user pointer: ustring reads user memory on every arch.
+    return "path=+0($arg2):ustring" if tracefs.features["ustring"] else "path=+0($arg2):string"
+
+
+def collect_hits(backend: TracefsBackend, probes: list[Probe], action: object, settle: float = 1.0) -> list[dict]:
+    """Run action() while watching; return this process's hits as --json dicts."""
+    pipe = backend.hit_pipe()
+    assert callable(action)
+    action()
+    out = io.StringIO()
+    stream = HitStream(out, probes, as_json=True, pid=os.getpid())
+    pump(pipe, stream, duration=settle)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_add_defines_probe_in_kpctl_group_and_enables_it(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    p = probe("do_sys_openat2", "dfd=$arg1:s32", path_arg(tracefs))
+    backend.add([p])
+    try:
+        assert f"p:kpctl/do_sys_openat2 do_sys_openat2 dfd=$arg1:s32 {path_arg(tracefs)}" in tracefs.read("kprobe_events")
+        [info] = backend.list_probes()
+        assert (info.name, info.enabled, info.probe.args) == ("do_sys_openat2", True, p.args)
+        assert tracefs.read("instances/kpctl/events/kpctl/do_sys_openat2/enable").strip() == "1"
+        assert tracefs.read("events/kpctl/do_sys_openat2/enable").strip() == "0", "global buffer untouched"
+    finally:
+        backend.remove(["do_sys_openat2"])
+
+
+def test_watch_sees_exactly_the_opens_with_their_path(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    p = probe("do_sys_openat2", "dfd=$arg1:s32", path_arg(tracefs))
+    backend.add([p])
+    with tempfile.NamedTemporaryFile(prefix="kpctl-watch-") as f:
+        def open_five_times() -> None:
+            for _ in range(5):
+                os.close(os.open(f.name, os.O_RDONLY))
+        try:
+            hits = collect_hits(backend, [p], open_five_times)
+        finally:
+            backend.remove([p.event or ""])
+    mine = [h for h in hits if h["args"]["path"] == f.name]
+    assert len(mine) == 5
+    assert {h["args"]["dfd"] for h in mine} == {-100}  # AT_FDCWD from open(2)
+    assert {h["where"] for h in mine} == {"do_sys_openat2+0x0"}
+
+
+def test_return_probe_value_is_the_fd_open_returned(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    entry = probe("do_sys_openat2", path_arg(tracefs))
+    exit_ = probe("do_sys_openat2", "fd=$retval:s32", ret=True)
+    backend.add([entry, exit_])
+    fds: list[int] = []
+    with tempfile.NamedTemporaryFile(prefix="kpctl-ret-") as f:
+        def open_and_keep() -> None:
+            fds.append(os.open(f.name, os.O_RDONLY))
+        try:
+            hits = collect_hits(backend, [entry, exit_], open_and_keep)
+        finally:
+            os.close(fds[0])
+            backend.remove(["do_sys_openat2", "do_sys_openat2_ret"])
+    at = next(i for i, h in enumerate(hits) if h["probe"] == "do_sys_openat2" and h["args"]["path"] == f.name)
+    returned = next(h for h in hits[at:] if h["probe"] == "do_sys_openat2_ret")
+    assert returned["args"]["fd"] == fds[0]
+    assert returned["where"].endswith("<- do_sys_openat2")
+
+
+def test_rejected_line_reports_kernel_message_at_its_byte(backend: TracefsBackend) -> None:
+    with pytest.raises(KernelRejectedError) as e:
+        backend.add([probe("vfs_read", "x=$arg1:u7")])
+    assert e.value.message == "kernel rejected probe kpctl/vfs_read: Unknown type is specified"
+    assert e.value.line == "p:kpctl/vfs_read vfs_read x=$arg1:u7"
+    assert e.value.offset == e.value.line.index("u7")
+
+
+def test_several_targets_are_added_all_or_none(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    with pytest.raises(UnknownSymbolError):
+        backend.add([probe("vfs_read"), probe("vfs_write"), probe("no_such_function_kpctl")])
+    assert backend.list_probes() == []
+
+
+def test_unknown_symbol_suggests_close_names(backend: TracefsBackend) -> None:
+    with pytest.raises(UnknownSymbolError) as e:
+        backend.add([probe("do_sys_openat3")])
+    assert e.value.offset == len("p:kpctl/do_sys_openat3 ")
+    assert "do_sys_openat2" in str(e.value.hint)
+
+
+def test_blacklisted_function_is_refused_and_explained(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    symbols = tracefs.symbols
+    assert symbols.blacklisted, "debugfs kprobes/blacklist is readable"
+    name = next(n for n in sorted(symbols.blacklisted) if n in symbols.by_name and "." not in n and symbols.status(n).module is None)
+    with pytest.raises(KernelRejectedError) as e:
+        backend.add([probe(name)])
+    assert "kprobe blacklist" in str(e.value.hint)
+
+
+def test_probe_point_inside_an_instruction_is_refused_at_the_target(backend: TracefsBackend) -> None:
+    p = Probe("p", Target(symbol="vfs_read", offset=1), event="vfs_read_1", group="kpctl")
+    with pytest.raises(KernelRejectedError) as e:
+        backend.add([p])
+    assert e.value.offset == e.value.line.index("vfs_read+1")
+
+
+def test_remove_disables_the_event_in_every_instance_first(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    backend.add([probe("vfs_read")])
+    tracefs.write_value("events/kpctl/vfs_read/enable", "1")  # someone enabled it globally too
+    backend.remove(["vfs_read"])
+    assert backend.list_probes() == []
+
+
+def test_event_used_by_perf_is_busy(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    backend.add([probe("vfs_read")], enable=False)
+    event_id = int(tracefs.read("events/kpctl/vfs_read/id"))
+    fd = _perf_open_tracepoint(event_id)
+    try:
+        with pytest.raises(ProbeBusyError):
+            backend.remove(["vfs_read"])
+    finally:
+        os.close(fd)
+        backend.remove(["vfs_read"])
+
+
+def _perf_open_tracepoint(event_id: int) -> int:
+    """perf_event_open(2) on a trace event: the kernel then refuses to remove it (EBUSY)."""
+    attr = (ctypes.c_uint64 * 16)()  # a zeroed struct perf_event_attr of 128 bytes
+    attr[0] = 2 | (128 << 32)  # type = PERF_TYPE_TRACEPOINT, size = 128
+    attr[1] = event_id  # config
+    number = {"x86_64": 298, "aarch64": 241}[os.uname().machine]
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(number, ctypes.byref(attr), 0, -1, -1, 0)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    return fd
+
+
+def test_unknown_name_in_rm_fails_and_changes_nothing(backend: TracefsBackend) -> None:
+    backend.add([probe("vfs_read")])
+    try:
+        with pytest.raises(ProbeNotFoundError):
+            backend.remove(["vfs_read", "vfs_reed"])
+        assert [i.name for i in backend.list_probes()] == ["vfs_read"]
+    finally:
+        backend.remove(["vfs_read"])
+
+
+def test_filter_keeps_only_matching_hits(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    p = probe("do_sys_openat2", "dfd=$arg1:s32", path_arg(tracefs))
+    backend.add([p], event_filter="dfd == 12345")
+    try:
+        assert backend.list_probes()[0].filter == "dfd == 12345"
+        hits = collect_hits(backend, [p], lambda: os.close(os.open("/dev/null", os.O_RDONLY)), settle=0.5)
+    finally:
+        backend.remove([p.event or ""])
+    assert hits == []
+
+
+def test_bad_filter_is_refused_with_kernel_reason_and_nothing_added(backend: TracefsBackend) -> None:
+    from kpctl.errors import ProbeSyntaxError
+
+    with pytest.raises(ProbeSyntaxError) as e:
+        backend.add([probe("vfs_read")], event_filter="no_such_field == 1")
+    assert e.value.message == "kernel rejected filter: Field not found"
+    assert backend.list_probes() == []
+
+
+def test_disable_stops_hits_and_enable_resumes(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    p = probe("do_sys_openat2", path_arg(tracefs))
+    backend.add([p])
+    try:
+        backend.disable([p.event or ""])
+        assert backend.list_probes()[0].enabled is False
+        assert collect_hits(backend, [p], lambda: os.close(os.open("/dev/null", os.O_RDONLY)), settle=0.5) == []
+        backend.enable([p.event or ""])
+        hits = collect_hits(backend, [p], lambda: os.close(os.open("/dev/null", os.O_RDONLY)), settle=0.5)
+        assert [h["args"]["path"] for h in hits].count("/dev/null") == 1
+    finally:
+        backend.remove([p.event or ""])
+
+
+def test_stats_count_hits_per_probe(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    p = probe("do_sys_openat2", path_arg(tracefs))
+    backend.add([p])
+    try:
+        for _ in range(3):
+            os.close(os.open("/dev/null", os.O_RDONLY))
+        [stats] = backend.stats()
+    finally:
+        backend.remove([p.event or ""])
+    assert stats.name == "do_sys_openat2" and stats.hits >= 3 and stats.misses == 0
+
+
+def test_kernel_prints_back_what_kpctl_parses(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    p = probe("vfs_read", ret=True)
+    backend.add([p, probe("do_sys_openat2", "$comm")], enable=False)
+    try:
+        listed = {i.name: i.probe for i in backend.list_probes()}
+    finally:
+        backend.remove_all()
+    assert listed["vfs_read_ret"].maxactive is not None  # the kernel fills in its default
+    assert [str(a) for a in listed["do_sys_openat2"].args] == ["arg1=$comm"]
+
+
+def test_btf_argument_names_follow_the_readme(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    p = probe("vfs_read", "count")
+    if tracefs.features["btf_args"]:
+        backend.add([p], enable=False)
+        backend.remove([p.event or ""])
+    else:
+        with pytest.raises(KernelRejectedError) as e:
+            backend.add([p])
+        assert e.value.offset == e.value.line.index("count")
+
+
+def test_return_probe_argument_follows_the_readme(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    p = probe("vfs_read", "$arg1", ret=True)
+    if tracefs.features["return_args"]:
+        backend.add([p], enable=False)
+        backend.remove([p.event or ""])
+    else:
+        with pytest.raises(KernelRejectedError) as e:
+            backend.add([p])
+        assert e.value.offset == e.value.line.index("$arg1")
+        assert e.value.message.endswith("Invalid $-variable specified")
+
+
+def test_funcs_explains_blacklisted_missing_and_renamed(tracefs: Tracefs) -> None:
+    symbols = tracefs.symbols
+    assert symbols.status("vfs_read").probeable
+    missing = symbols.status("do_sys_openat3")
+    assert not missing.probeable and "do_sys_openat2" in missing.reason
+    clone = next(n for n in symbols.functions if ".isra." in n and n.split(".")[0] not in symbols.by_name)
+    renamed = symbols.status(clone.split(".")[0])
+    assert not renamed.probeable and clone in renamed.reason
+
+
+def test_cli_add_list_rm(backend: TracefsBackend) -> None:
+    runner = CliRunner()
+    added = runner.invoke(cli, ["add", "vfs_read,vfs_write", "count=$arg3:u64"])
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(cli, ["list", "--json"])
+    rows = json.loads(listed.output)
+    assert [(r["name"], r["backend"], r["args"]) for r in rows] == [
+        ("vfs_read", "tracefs", "count=$arg3:u64"), ("vfs_write", "tracefs", "count=$arg3:u64"),
+    ]
+    removed = runner.invoke(cli, ["rm", "--all"])
+    assert removed.output == "removed kpctl/vfs_read\nremoved kpctl/vfs_write\n"
+
+
+def test_cli_error_is_one_line_and_exit_1(backend: TracefsBackend) -> None:
+    result = CliRunner().invoke(cli, ["rm", "no_such_probe"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == "Error: no probe named no_such_probe in group kpctl"
+
+
+def test_cli_doctor_passes(tracefs: Tracefs) -> None:
+    result = CliRunner().invoke(cli, ["doctor"])
+    assert result.exit_code == 0, result.output
+
+
+def _trace_process(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kpctl", "trace", *args], cwd=CHECKOUT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(CHECKOUT)},
+    )
+
+
+def _wait_until_watching(proc: subprocess.Popen[str]) -> None:
+    """kpctl trace prints its header once it collects hits (Python starts slowly here)."""
+    assert proc.stdout is not None
+    header = proc.stdout.readline()
+    assert header.split()[:2] == ["TIME", "CPU"], (header, proc.communicate())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_trace_removes_its_probe_on_signal(backend: TracefsBackend, tracefs: Tracefs, signum: int) -> None:
+    proc = _trace_process("do_sys_openat2", path_arg(tracefs), "--pid", str(os.getpid()))
+    _wait_until_watching(proc)
+    os.close(os.open("/dev/null", os.O_RDONLY))
+    assert proc.stdout is not None
+    assert 'path="/dev/null"' in proc.stdout.readline()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert err == "1 hits\n"
+
+
+def test_trace_count_exits_after_n_hits_and_removes_probe(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    # The task name is the program's file name: a copy of cat under a name nothing else has.
+    subprocess.run(["cp", "/bin/cat", "/tmp/kpctl-test-cat"], check=True)
+    proc = _trace_process("do_sys_openat2", path_arg(tracefs), "--count", "2", "--comm", "kpctl-test-cat")
+    _wait_until_watching(proc)
+    for _ in range(3):
+        subprocess.run(["/tmp/kpctl-test-cat", "/dev/null"], check=True)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert err == "2 hits\n"
