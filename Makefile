@@ -8,7 +8,7 @@ CMD ?= kpctl doctor
 # Guests whose kernel tests `make test` runs, as ARCH/KERNEL.
 GUESTS ?= x86_64/6.1 x86_64/6.12 arm64/6.1
 
-.PHONY: setup venv test host-test harness-test kernel-test vagrant-boxes vagrant-test demo vm-run vm-shell images
+.PHONY: setup venv test host-test harness-test kernel-test vagrant-boxes vagrant-test demo demo-kmod vm-run vm-shell images bench
 
 setup:
 	bash guest/host-setup.sh
@@ -39,6 +39,9 @@ images: setup
 
 demo: setup
 	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- sh examples/demo.sh
+
+demo-kmod: setup
+	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- sh examples/demo-kmod.sh
 
 vm-run: setup
 	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- '$(CMD)'

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from kpctl.errors import KpctlError, ProbeExistsError, ProbeNotFoundError
 from kpctl.model import Probe
 
 
@@ -58,3 +59,78 @@ class Backend(Protocol):
     def hit_pipe(self) -> Path:
         """The trace_pipe where this backend's hits arrive, emptied of older hits."""
         ...
+
+
+class Backends:
+    """Several backends seen as one, for the commands that show and change probes of all
+    of them (list, stats, rm, enable, disable, watch). A name belongs to one backend:
+    add refuses a name another backend already has."""
+
+    name = "all"
+
+    def __init__(self, backends: Sequence[Backend]) -> None:
+        self.backends = list(backends)
+        self.group = self.backends[0].group
+
+    def backend(self, name: str) -> Backend:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        raise KpctlError(f"backend {name} is not available", "kpctl_kmod must be loaded first: sudo kpctl kmod load")
+
+    def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None,
+            backend: str = "tracefs") -> list[ProbeInfo]:
+        target = self.backend(backend)
+        for other in self.backends:
+            if other is target:
+                continue
+            taken = {i.name for i in other.list_probes()}
+            for probe in probes:
+                if probe.event in taken:
+                    raise ProbeExistsError(
+                        f"a probe named {probe.event} already exists in backend {other.name}",
+                        "choose another with --name",
+                    )
+        return target.add(probes, enable=enable, event_filter=event_filter)
+
+    def _split(self, names: Sequence[str]) -> list[tuple[Backend, list[str]]]:
+        """Which backend holds each name; an unknown name is an error before any change."""
+        owner = {i.name: b for b in self.backends for i in b.list_probes()}
+        unknown = [n for n in names if n not in owner]
+        if unknown:
+            import difflib  # only on this error path: it slows every start-up otherwise
+
+            close = difflib.get_close_matches(unknown[0], list(owner), n=3)
+            raise ProbeNotFoundError(
+                f"no probe named {unknown[0]} in group {self.group}",
+                f"did you mean: {', '.join(close)}?" if close else "see: kpctl list",
+            )
+        return [(b, [n for n in names if owner[n] is b]) for b in self.backends if any(owner[n] is b for n in names)]
+
+    def remove(self, names: Sequence[str]) -> None:
+        for backend, own in self._split(names):
+            backend.remove(own)
+
+    def remove_all(self) -> list[str]:
+        return [name for backend in self.backends for name in backend.remove_all()]
+
+    def enable(self, names: Sequence[str]) -> None:
+        for backend, own in self._split(names):
+            backend.enable(own)
+
+    def disable(self, names: Sequence[str]) -> None:
+        for backend, own in self._split(names):
+            backend.disable(own)
+
+    def list_probes(self) -> list[ProbeInfo]:
+        return [info for backend in self.backends for info in backend.list_probes()]
+
+    def stats(self) -> list[ProbeStats]:
+        return [s for backend in self.backends for s in backend.stats()]
+
+    def hit_pipe(self) -> Path:
+        # Every backend's hits go to kpctl's one tracefs instance: each readies its own
+        # events there, and they all name the same trace_pipe.
+        pipes = {backend.hit_pipe() for backend in self.backends}
+        assert len(pipes) == 1, pipes
+        return pipes.pop()

@@ -14,9 +14,10 @@ import click
 
 from kpctl import __version__
 from kpctl.errors import KpctlError, ProbeNotFoundError
+from kpctl.kmod.cli import kmod
 
 if TYPE_CHECKING:
-    from kpctl.backend import Backend, ProbeInfo
+    from kpctl.backend import Backend, Backends, ProbeInfo
     from kpctl.model import Probe
     from kpctl.tracefs import Tracefs
 
@@ -86,10 +87,19 @@ def open_tracefs() -> Tracefs:
     return Tracefs(find_tracefs())
 
 
-def open_backend(group: str) -> Backend:
+def open_backend(group: str) -> Backends:
+    """kpctl's probes through tracefs, and kpctl_kmod's when the module is loaded."""
+    from kpctl.backend import Backends
+    from kpctl.kmod import is_loaded
     from kpctl.tracefs import TracefsBackend
 
-    return TracefsBackend(open_tracefs(), group=group)
+    tracefs = open_tracefs()
+    backends: list[Backend] = [TracefsBackend(tracefs, group=group)]
+    if is_loaded():
+        from kpctl.kmod.backend import KmodBackend
+
+        backends.append(KmodBackend(tracefs, group=group))
+    return Backends(backends)
 
 
 def build_probes(
@@ -168,11 +178,13 @@ def cli() -> None:
 @cli.command()
 @probe_options
 @click.option("--disabled", is_flag=True, help="Define the probes without enabling them.")
+@click.option("--backend", "backend_name", type=click.Choice(["tracefs", "kmod"]), default="tracefs",
+              show_default=True, help="kprobe_events, or kpctl's kernel module (kpctl kmod load).")
 @group_option
 @json_option
 def add(
     target: str, fetchargs: tuple[str, ...], ret: bool, maxactive: int | None, name: str | None,
-    filter_text: str | None, disabled: bool, group: str, as_json: bool,
+    filter_text: str | None, disabled: bool, backend_name: str, group: str, as_json: bool,
 ) -> None:
     """Add a probe on TARGET that records FETCHARGS at each hit.
 
@@ -185,9 +197,10 @@ def add(
       kpctl add do_sys_openat2 'dfd=$arg1:s32' 'path=+0($arg2):ustring'
       kpctl add --ret do_sys_openat2 'fd=$retval:s32'
       kpctl add vfs_read,vfs_write 'count=$arg3:u64'
+      kpctl add --backend kmod --ret do_sys_openat2
     """
     probes = build_probes(target, fetchargs, ret, maxactive, name, group)
-    infos = open_backend(group).add(probes, enable=not disabled, event_filter=filter_text)
+    infos = open_backend(group).add(probes, enable=not disabled, event_filter=filter_text, backend=backend_name)
     if as_json:
         print_json([probe_row(i) for i in infos])
         return
@@ -274,7 +287,7 @@ def stats(group: str, as_json: bool) -> None:
 
 
 def run_watch(
-    backend: Backend, names: Sequence[str], count: int | None, duration: float | None,
+    backend: Backends, names: Sequence[str], count: int | None, duration: float | None,
     pid: int | None, comm: str | None, as_json: bool,
 ) -> None:
     """Print hits until --count, --duration, Ctrl-C or SIGTERM; then a summary on stderr."""
@@ -444,12 +457,20 @@ def inspect(target: str, arm: bool, instructions: int, wait: float, group: str, 
     inspector = Inspector(open_tracefs(), host_arch(), group=group)
     report = inspector.inspect(target, instructions)
     if arm:
-        report = inspector.arm(report, wait=wait, instructions=instructions)
+        from kpctl.watch import StopRequested
+
+        try:
+            report = inspector.arm(report, wait=wait, instructions=instructions)
+        except (KeyboardInterrupt, StopRequested):
+            raise KpctlError("interrupted: inspect --arm removed its probes and shows nothing") from None
     if as_json:
         print_json(to_json(report))
     else:
         color = sys.stdout.isatty()
         click.echo(render_text(report, lambda b: click.style(b, fg="red", bold=True) if color else f"[{b}]"), nl=False)
+
+
+cli.add_command(kmod)
 
 
 def main() -> None:

@@ -216,8 +216,10 @@ def _arm64_refusal(word: int) -> str | None:
         return "RETAA/RETAB: arm64 kprobes neither step nor simulate it"
     if (word & 0xFFF8F01F) == 0xD500401F or (word & 0xFFF00000) == 0xD5100000:
         return "MSR may change state single-stepping depends on"
-    if (word & 0xFFF00000) == 0xD5300000 and ((word >> 5) & 0xFFFF) != 0xDA11:  # MRS, except of DAIF
-        return "MRS may read a wrong value while single-stepping"
+    # aarch64_insn_is_steppable() steps every MRS but one: DAIF reads back masked
+    # while the copy is stepped with interrupts off.
+    if (word & 0xFFF00000) == 0xD5300000 and ((word >> 5) & 0xFFFF) == 0xDA11:
+        return "MRS of DAIF would read the masked state of single-stepping"
     if (word & 0x3F800000) == 0x08000000:
         return "an exclusive load/store: single-stepping breaks the exclusive monitor"
     if (word & 0x3B000000) == 0x18000000 and (word & 0xBF000000) != 0x18000000 and (word & 0xFF000000) != 0x98000000:

@@ -37,6 +37,21 @@ _LOST_LINE = re.compile(r"^CPU:(\d+) \[LOST (\d+) EVENTS\]$", re.M)
 _ANY_ARG = re.compile(r" ([A-Za-z_][A-Za-z0-9_]*)=")
 _INT = re.compile(r"-?\d+\Z")
 
+# kpctl_kmod's trace events (kmod/kpctl_trace.h) print like kprobe hits with the probe's
+# name as their first argument: `kprobe_hit: (vfs_read+0x0/0x310) name=reads id=3`.
+# Their hits are shown under that name, as a tracefs probe's are under its event.
+MODULE_EVENTS = frozenset({"kprobe_hit", "kretprobe_hit"})
+_MODULE_NAME = re.compile(r" name=(\S*)")
+
+
+def probe_name(event: str, args: str) -> tuple[str, str]:
+    """(probe name, remaining argument text) of a hit line's event and arguments."""
+    if event in MODULE_EVENTS:
+        m = _MODULE_NAME.match(args)
+        if m is not None:
+            return m.group(1), args[m.end():]
+    return event, args
+
 Value = Union[int, str, None, list["Value"]]
 
 
@@ -126,7 +141,8 @@ class Hit:
 
     @property
     def event(self) -> str:
-        return self._match.group(_EVENT)
+        """The probe's name: the trace event's, or a kpctl_kmod probe's."""
+        return probe_name(*self._match.group(_EVENT, _ARGS))[0]
 
     @property
     def is_return(self) -> bool:
@@ -145,11 +161,11 @@ class Hit:
 
     @property
     def args_text(self) -> str:
-        return self._match.group(_ARGS).lstrip(" ")
+        return probe_name(*self._match.group(_EVENT, _ARGS))[1].lstrip(" ")
 
     @property
     def args(self) -> dict[str, Value]:
-        return parse_args(self._match.group(_ARGS), self._schema)
+        return parse_args(probe_name(*self._match.group(_EVENT, _ARGS))[1], self._schema)
 
     def to_json(self, backend: str = "") -> dict[str, object]:
         return {
@@ -204,7 +220,7 @@ class HitParser:
         return map(self.hit, hit_matches(text))
 
     def hit(self, match: re.Match[str]) -> Hit:
-        return Hit(match, self._schemas.get(match.group(_EVENT)))
+        return Hit(match, self._schemas.get(match.group(_EVENT)))  # module events have none
 
 
 def hit_matches(text: str) -> Iterator[re.Match[str]]:
@@ -265,7 +281,10 @@ class HitStream:
         # A Hit object is built only for --json; text output formats the match directly.
         for m in hit_matches(text):
             matched += 1
-            if events is not None and m.group(_EVENT) not in events:
+            event, args = m.group(_EVENT, _ARGS)
+            if event in MODULE_EVENTS:
+                event, args = probe_name(event, args)
+            if events is not None and event not in events:
                 continue
             if pid is not None and m.group(_PID) != pid:
                 continue
@@ -278,10 +297,10 @@ class HitStream:
             counts.hits += 1
             if self._as_json:
                 hit = self._parser.hit(m)
-                append(_to_json_line(hit.to_json(backend_of.get(m.group(_EVENT), ""))))
+                append(_to_json_line(hit.to_json(backend_of.get(event, ""))))
             else:
-                c, p, cpu, ts, ev, site, module, function, args = m.groups()
-                append(f"{ts:>14} {cpu:>3} {p:>7} {c:<16} {ev:<20} {_where(site, module, function)}{args}")
+                c, p, cpu, ts, _, site, module, function, _ = m.groups()
+                append(f"{ts:>14} {cpu:>3} {p:>7} {c:<16} {event:<20} {_where(site, module, function)}{args}")
         else:  # all of text was seen (no --count cut it short): account for every line
             lost = lost_events(text)
             for cpu_no, n in lost:

@@ -377,9 +377,8 @@ class Inspector:
 
     def inspect(self, text: str, instructions: int = 16) -> Report:
         report = resolve(parse_inspect_target(text), self.tracefs, self.arch)
-        # Every group's probes: the core backend reads kprobe_events whole for its own filtering.
-        defined = TracefsBackend(self.tracefs, group=self.group)._all_defined()
-        report.probes = probes_on(report, self.tracefs.kprobe_states(), defined, self.group, kmod_probes())
+        report.probes = probes_on(
+            report, self.tracefs.kprobe_states(), self.tracefs.defined_probes(), self.group, kmod_probes())
         try:
             kcore = Kcore(self.kcore_path)
         except KcoreError as e:

@@ -1,1 +1,12 @@
-"""kpctl_kmod, the bundled kernel module: its netlink client and its build."""
+"""kpctl_kmod, the bundled kernel module: its netlink client and its build.
+
+This package's own namespace stays light: `kpctl list` asks is_loaded() at every start.
+"""
+from pathlib import Path
+
+MODULE = "kpctl_kmod"
+SYSFS = Path("/sys/module") / MODULE
+
+
+def is_loaded() -> bool:
+    return SYSFS.exists()

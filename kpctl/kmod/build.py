@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kpctl.errors import KpctlError, PermissionDeniedError
+from kpctl.kmod import MODULE, SYSFS, is_loaded
 
-MODULE = "kpctl_kmod"
 SOURCE = Path(__file__).resolve().parents[2] / "kmod"
 BUILD_ROOT = Path("/var/tmp/kpctl-kmod")
 _SOURCE_FILES = ("Kbuild", "Makefile", "*.c", "*.h")
-_SYSFS = Path("/sys/module") / MODULE
 # finit_module(2) and delete_module(2) have no wrapper in Python or glibc.
 _SYSCALLS = {
     "x86_64": {"finit_module": 313, "delete_module": 176},
@@ -102,10 +101,6 @@ def _syscall(name: str, *args: object) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def is_loaded() -> bool:
-    return _SYSFS.exists()
-
-
 def load(module: Path | None = None, params: dict[str, int] | None = None) -> None:
     """Load the built module (default: the one built for the running kernel)."""
     module = module or build_dir(kernel_release()) / f"{MODULE}.ko"
@@ -151,6 +146,6 @@ def status() -> KmodStatus:
         return KmodStatus(False, release, built)
     return KmodStatus(
         True, release, built,
-        refcount=int((_SYSFS / "refcnt").read_text()),
-        max_probes=int((_SYSFS / "parameters" / "max_probes").read_text()),
+        refcount=int((SYSFS / "refcnt").read_text()),
+        max_probes=int((SYSFS / "parameters" / "max_probes").read_text()),
     )

@@ -35,16 +35,18 @@ class FakeTracefs(Tracefs):
     def command_writer(self, relative: str) -> Iterator[Callable[[str], None]]:
         path = self.path(relative)
 
-        def write(command: str) -> None:
-            if command in self.refuse:
-                raise OSError(errno.EINVAL, "Invalid argument")
-            self.commands.append(command)
-            lines = path.read_text().splitlines()
-            if command.startswith("-:"):
-                lines = [line for line in lines if f":{command[2:]} " not in line]
-            else:
-                lines.append(command)
-            path.write_text("".join(f"{line}\n" for line in lines))
+        def write(text: str) -> None:
+            # Several lines in one write run in order up to the first refused one.
+            for command in text.split("\n"):
+                if command in self.refuse:
+                    raise OSError(errno.EINVAL, "Invalid argument")
+                self.commands.append(command)
+                lines = path.read_text().splitlines()
+                if command.startswith("-:"):
+                    lines = [line for line in lines if f":{command[2:]} " not in line]
+                else:
+                    lines.append(command)
+                path.write_text("".join(f"{line}\n" for line in lines))
 
         yield write
 

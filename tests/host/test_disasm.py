@@ -133,8 +133,9 @@ def test_arm64_ftrace_call() -> None:
     (0xD69F03E0, "ERET"),
     (0xD65F0BFF, "RETAA"),
     (0xD51B4220, "MSR"),  # msr daif, x0
-    (0xD53B4220, None),  # mrs x0, daif: the one MRS kprobes step
-    (0xD538D080, "MRS"),  # mrs x0, tpidr_el1
+    (0xD53B4220, "DAIF"),  # mrs x0, daif: the one MRS kprobes refuse
+    (0xD538D080, None),  # mrs x0, tpidr_el1
+    (0xD5384104, None),  # mrs x4, sp_el0
     (0xC85F7C20, "exclusive"),  # ldxr x0, [x1]
     (0x9C000040, "literal"),  # ldr q0, literal
 ])

@@ -36,7 +36,9 @@ def test_sources_sync_into_a_build_dir(tmp_path: Path) -> None:
 
 
 def test_status_when_not_loaded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(build, "_SYSFS", tmp_path / "no-module")
+    import kpctl.kmod
+
+    monkeypatch.setattr(kpctl.kmod, "SYSFS", tmp_path / "no-module")
     monkeypatch.setattr(build, "BUILD_ROOT", tmp_path)
     result = CliRunner().invoke(kmod, ["status"])
     assert result.exit_code == 0, result.output

@@ -18,14 +18,28 @@ def test_module_hits_parse_like_kprobe_hits(capture: Path) -> None:
     meta = json.loads((capture / "meta.json").read_text())
     symbol = meta["exchanges"][0]["args"]["symbol"]
     hits = list(HitParser().hits((capture / "trace.txt").read_text()))
-    entries = [h for h in hits if h.event == "kprobe_hit"]
-    returns = [h for h in hits if h.event == "kretprobe_hit"]
+    entries = [h for h in hits if h.event == "cap_entry"]
+    returns = [h for h in hits if h.event == "cap_ret"]
     assert len(entries) == len(returns) == meta["calls"] == len(hits) / 2
     for hit in entries:
         assert not hit.is_return and hit.where.startswith(f"{symbol}+0x")
-        assert hit.args["name"] == "cap_entry"
+        assert set(hit.args) == {"id"}
     for hit in returns:
         assert hit.is_return and hit.function == symbol
         args = hit.args
-        assert (args["name"], args["ret"]) == ("cap_ret", 99)
+        assert args["ret"] == 99 and "name" not in args
         assert isinstance(args["latency_ns"], int) and args["latency_ns"] > 0
+
+
+def test_watch_shows_module_hits_under_their_probe_name() -> None:
+    import io
+
+    from kpctl.hits import HitStream
+
+    text = (CAPTURES[0] / "trace.txt").read_text()
+    out = io.StringIO()
+    stream = HitStream(out, events=["cap_ret"])
+    stream.feed(text)
+    lines = out.getvalue().splitlines()
+    assert lines and all(" cap_ret " in line and " name=" not in line for line in lines)
+    assert stream.counts.hits == len(lines)

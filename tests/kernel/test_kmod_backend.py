@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from kmod_fixtures import TRACEFS, WORKLOAD_RESULT, WORKLOAD_SYSCALL, kmod, run_workload, syscall_symbol  # noqa: F401
 
+from kpctl.cli import cli
 from kpctl.errors import ProbeNotFoundError
 from kpctl.hits import HitParser
 from kpctl.kmod.backend import KmodBackend
@@ -67,8 +70,8 @@ def test_hits_arrive_in_the_pipe(backend: KmodBackend) -> None:
     pipe = backend.hit_pipe()
     run_workload(3)
     hits = list(HitParser().hits(read_pipe(pipe, 6)))
-    assert sorted((h.event, h.args["name"]) for h in hits) == (
-        [("kprobe_hit", "kt_e")] * 3 + [("kretprobe_hit", "kt_r")] * 3)
+    assert sorted((h.event, h.is_return, "name" in h.args) for h in hits) == (
+        [("kt_e", False, False)] * 3 + [("kt_r", True, False)] * 3)
     assert {h.args["ret"] for h in hits if h.is_return} == {WORKLOAD_RESULT}
     assert [(s.name, s.hits, s.misses) for s in backend.stats()] == [("kt_e", 3, 0), ("kt_r", 3, 0)]
 
@@ -89,3 +92,48 @@ def test_status_lists_the_probes(kmod: KmodClient) -> None:
     assert result.exit_code == 0, result.output
     status = json.loads(result.output)
     assert status["loaded"] and [p["name"] for p in status["probes"]] == ["kt_status"]
+
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def test_cli_manages_and_watches_both_backends_together(kmod: KmodClient) -> None:
+    runner = CliRunner()
+    symbol = syscall_symbol(WORKLOAD_SYSCALL)
+
+    def kpctl(*args: str) -> str:
+        result = runner.invoke(cli, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    kpctl("add", "--backend", "kmod", "--ret", symbol, "--name", "kt_cli_ret")
+    try:
+        kpctl("add", symbol, "--name", "kt_cli_entry")
+        taken = runner.invoke(cli, ["add", "--backend", "kmod", symbol, "--name", "kt_cli_entry"])
+        assert taken.exit_code == 1
+        assert taken.output.startswith("Error: a probe named kt_cli_entry already exists in backend tracefs\n")
+        rows = json.loads(kpctl("list", "--json"))
+        assert [(r["name"], r["backend"], r["kind"]) for r in rows] == [
+            ("kt_cli_entry", "tracefs", "entry"), ("kt_cli_ret", "kmod", "return")]
+
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "kpctl", "watch", "--count", "6", "--duration", "120"],
+            cwd=CHECKOUT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert watch.stdout is not None
+        assert watch.stdout.readline().split()[:2] == ["TIME", "CPU"]
+        run_workload(3)
+        out, err = watch.communicate(timeout=120)
+        assert (watch.returncode, err) == (0, "6 hits\n")
+        probes = sorted(line.split()[4] for line in out.splitlines())
+        assert probes == ["kt_cli_entry"] * 3 + ["kt_cli_ret"] * 3
+        assert all(f"ret={WORKLOAD_RESULT} " in line for line in out.splitlines() if " kt_cli_ret " in line)
+
+        kmod_stats = [r for r in json.loads(kpctl("stats", "--json")) if r["backend"] == "kmod"]
+        assert kmod_stats == [{"name": "kt_cli_ret", "backend": "kmod", "hits": 3, "misses": 0}]
+        kpctl("disable", "kt_cli_ret", "kt_cli_entry")
+        assert [r["enabled"] for r in json.loads(kpctl("list", "--json"))] == [False, False]
+    finally:
+        removed = kpctl("rm", "--all")
+    assert removed == "removed kpctl/kt_cli_entry\nremoved kpctl/kt_cli_ret\n"
+    assert kmod.dump() == [] and json.loads(kpctl("list", "--json")) == []
