@@ -56,3 +56,10 @@ vagrant-boxes: setup
 
 vagrant-test: setup
 	bash vagrant/smoke.sh x86_64 arm64
+
+# Benchmarks print numbers (no pass/fail): watch's parser and start-up here, adding 500
+# probes in a guest.
+bench: venv
+	$(VENV)/bin/python bench/watch_parse.py
+	$(VENV)/bin/python bench/startup.py
+	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- python3 bench/add_many.py

@@ -11,13 +11,22 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from kpctl.errors import KpctlError, PermissionDeniedError
 from kpctl.kmod import MODULE, SYSFS, is_loaded
 
-SOURCE = Path(__file__).resolve().parents[2] / "kmod"
+def _find_source() -> Path:
+    """kmod/ of the checkout kpctl runs from, else the copy `pip install .` put in
+    PREFIX/share/kpctl/kmod (pyproject.toml's data-files)."""
+    checkout = Path(__file__).resolve().parents[2] / "kmod"
+    installed = Path(sys.prefix) / "share" / "kpctl" / "kmod"
+    return checkout if (checkout / "Kbuild").exists() or not (installed / "Kbuild").exists() else installed
+
+
+SOURCE = _find_source()
 BUILD_ROOT = Path("/var/tmp/kpctl-kmod")
 _SOURCE_FILES = ("Kbuild", "Makefile", "*.c", "*.h")
 # finit_module(2) and delete_module(2) have no wrapper in Python or glibc.
