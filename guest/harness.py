@@ -239,7 +239,7 @@ def shell(guest: Guest) -> int:
 def test(guest: Guest, paths: str = "tests/kernel", timeout: float = 2400) -> int:
     """Run the kernel tests in one pytest process in the guest (Python starts slowly
     under emulation); print a one-line verdict with the guest's kernel and count."""
-    result = run(guest, f"python3 -m pytest -p no:cacheprovider -q -rs {paths}", timeout=timeout)
+    result = run(guest, f"python3 -m pytest -p no:cacheprovider -q -rs --durations=5 {paths}", timeout=timeout)
     summary = _pytest_summary(result.output)
     line = f"harness: guest {guest} ({result.guest.arch}, kernel {result.kernel_release}): {summary}"
     print(line, flush=True)

@@ -6,6 +6,7 @@ start fast, and pyroute2 (the kmod backend) alone costs more than all of kpctl.
 """
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -303,7 +304,7 @@ def run_watch(
     if not watched:
         raise KpctlError("no enabled probe to watch", "add one (kpctl add SYMBOL) or enable one (kpctl enable NAME)")
     stream = HitStream(
-        sys.stdout, [i.probe for i in infos], as_json=as_json, events=names, pid=pid, comm=comm,
+        sys.stdout, [i.probe for i in infos], as_json=as_json, events=names, pid=pid, comm=comm, own_pid=os.getpid(),
         count=count, backend_of={i.name: i.backend for i in infos},
     )
     pipe = backend.hit_pipe()

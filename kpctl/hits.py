@@ -253,6 +253,7 @@ class HitStream:
         as_json: bool = False,
         events: Sequence[str] = (),
         pid: int | None = None,
+        own_pid: int | None = None,
         comm: str | None = None,
         count: int | None = None,
         backend_of: Mapping[str, str] | None = None,
@@ -262,6 +263,9 @@ class HitStream:
         self._as_json = as_json
         self._events = frozenset(events) or None
         self._pid = str(pid) if pid is not None else None
+        # The watcher's own hits (opening trace_pipe is one on the file-open path) are
+        # never what the user is watching for.
+        self._own_pid = str(own_pid) if own_pid is not None else None
         self._comm = comm
         self._remaining = count
         self._backend_of = backend_of or {}
@@ -275,7 +279,7 @@ class HitStream:
         """Handle whole lines of trace_pipe text."""
         lines: list[str] = []
         append = lines.append
-        events, pid, comm = self._events, self._pid, self._comm
+        events, pid, comm, own_pid = self._events, self._pid, self._comm, self._own_pid
         backend_of, counts = self._backend_of, self.counts
         matched = 0
         # A Hit object is built only for --json; text output formats the match directly.
@@ -285,6 +289,8 @@ class HitStream:
             if event in MODULE_EVENTS:
                 event, args = probe_name(event, args)
             if events is not None and event not in events:
+                continue
+            if own_pid is not None and m.group(_PID) == own_pid:
                 continue
             if pid is not None and m.group(_PID) != pid:
                 continue

@@ -33,8 +33,8 @@ def test_kernel_panic_fails_with_guest_and_reason() -> None:
 
 
 def test_hung_guest_fails_after_timeout_and_keeps_console_log() -> None:
-    with pytest.raises(harness.HarnessError, match=rf"guest {GUEST}: hung: no power-off after 45 s") as exc:
-        harness.run(GUEST, "sleep 600", timeout=45, echo=False)
+    with pytest.raises(harness.HarnessError, match=rf"guest {GUEST}: hung: no power-off after 30 s") as exc:
+        harness.run(GUEST, "sleep 600", timeout=30, echo=False)
     log = Path(str(exc.value).rsplit(" ", 1)[-1])
     assert "kpctl-guest:" in log.read_text()
 

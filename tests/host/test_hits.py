@@ -121,3 +121,11 @@ def test_unparsed_lines_are_counted() -> None:
     stream = HitStream(io.StringIO())
     stream.feed("garbage\n" + RETURN)
     assert stream.summary() == "1 hits, 1 unparsed lines"
+
+
+def test_the_watchers_own_hits_are_left_out() -> None:
+    out = io.StringIO()
+    stream = HitStream(out, [REGS], own_pid=154)
+    stream.feed(ENTRY + ENTRY.replace("cat-154 ", "cat-155 "))
+    assert (stream.counts.hits, stream.counts.unparsed) == (1, 0)
+    assert " 155 " in out.getvalue() and " 154 " not in out.getvalue()
