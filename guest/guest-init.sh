@@ -15,6 +15,12 @@ mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /dev/shm
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tracefs tracefs /sys/kernel/tracing
+# The RTC gives the guest whole seconds, up to 1 s behind the host: files the host
+# writes on the 9p shares would look "in the future" to make. A file just written
+# through the share carries the host's time.
+touch /kpctl-out/.clock && date -s "@$(date -r /kpctl-out/.clock +%s.%N)" >/dev/null
+mkdir -p /var/tmp/kpctl-kmod
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 kmodbuild /var/tmp/kpctl-kmod
 hostname kpctl-guest
 ip link set lo up
 

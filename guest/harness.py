@@ -120,6 +120,12 @@ def ensure_initrd(image: Path) -> Path:
     return initrd
 
 
+def kmod_build_cache(image: Path) -> Path:
+    path = image / "kmod-build"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def qemu_command(guest: Guest, image: Path, outdir: Path, interactive: bool) -> list[str]:
     initrd = ensure_initrd(image)
     if guest.arch == "x86_64":
@@ -138,6 +144,9 @@ def qemu_command(guest: Guest, image: Path, outdir: Path, interactive: bool) -> 
         "-drive", f"file={image / 'rootfs.ext4'},format=raw,if=virtio,snapshot=on",
         "-virtfs", f"local,path={CHECKOUT},mount_tag=kpctl,security_model=none,id=kpctl",
         "-virtfs", f"local,path={outdir},mount_tag=out,security_model=none,id=out",
+        # The kernel module's build folder outlives the guest, kept with the image whose
+        # headers it was built against: make then rebuilds only what changed.
+        "-virtfs", f"local,path={kmod_build_cache(image)},mount_tag=kmodbuild,security_model=none,id=kmodbuild",
     ]
     return cmd
 

@@ -169,3 +169,28 @@ def test_cli_inspect_arm_json(inspector: Inspector) -> None:
     assert data["function"] == FUNCTION and data["probeable"]
     assert data["steps"][0]["step"] == "before" and data["steps"][-1]["step"] == "restored"
     assert data["return"]["trampoline"]
+
+
+@pytest.mark.parametrize("function", [FUNCTION, "do_sys_openat2", "ksys_write"])
+def test_marks_agree_with_the_kernel(inspector: Inspector, function: str) -> None:
+    """Each instruction inspect marks as probeable the kernel accepts, each it refuses
+    the kernel refuses: the probes are defined disabled, which registers them all the same."""
+    report = inspector.inspect(function, instructions=24)
+    backend = TracefsBackend(inspector.tracefs, group=INSPECT_GROUP, instance=INSPECT_GROUP)
+    disagree = []
+    try:
+        for n, line in enumerate(report.code):
+            probe = Probe("p", Target(symbol=function, offset=line.offset), event=f"mark{n}")
+            try:
+                backend.add([probe], enable=False)
+            except KernelRejectedError:
+                accepted = False
+            else:
+                accepted = True
+                backend.remove([f"mark{n}"])
+            if accepted != (line.refusal is None):
+                disagree.append(f"+{line.offset} {line.text}: kernel {'accepts' if accepted else 'refuses'}, "
+                                f"inspect says {line.refusal or 'probeable'}")
+    finally:
+        backend.remove_all()
+    assert not disagree, disagree
