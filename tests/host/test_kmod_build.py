@@ -21,7 +21,8 @@ def test_missing_headers_name_the_package() -> None:
 
 def test_sources_sync_into_a_build_dir(tmp_path: Path) -> None:
     dest = tmp_path / "6.1.0-test"
-    build._sync_sources(build.SOURCE, dest)
+    assert build._sync_sources(build.SOURCE, dest)
+    assert not build._sync_sources(build.SOURCE, dest)
     names = sorted(p.name for p in dest.iterdir())
     assert "Kbuild" in names and "Makefile" in names and "kpctl_genl.c" in names
     stale = dest / "gone.c"
@@ -33,6 +34,19 @@ def test_sources_sync_into_a_build_dir(tmp_path: Path) -> None:
     assert not stale.exists() and (dest / "kpctl_kmod.o").exists()
     # Unchanged content keeps its mtime, so make rebuilds nothing.
     assert kbuild.stat().st_mtime == 1
+
+
+def test_a_module_newer_than_the_headers_is_not_rebuilt(tmp_path: Path) -> None:
+    kdir, module, log = tmp_path / "build", tmp_path / "kpctl_kmod.ko", tmp_path / "build.log"
+    kdir.mkdir()
+    (kdir / "Makefile").write_text("")
+    assert not build._up_to_date(module, log, kdir)  # never built
+    module.write_text("")
+    log.write_text("")
+    os.utime(kdir / "Makefile", (module.stat().st_mtime - 10,) * 2)
+    assert build._up_to_date(module, log, kdir)
+    os.utime(kdir / "Makefile", (module.stat().st_mtime + 10,) * 2)  # new headers
+    assert not build._up_to_date(module, log, kdir)
 
 
 def test_status_when_not_loaded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
