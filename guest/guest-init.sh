@@ -15,12 +15,14 @@ mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /dev/shm
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tracefs tracefs /sys/kernel/tracing
-# The RTC gives the guest whole seconds, up to 1 s behind the host: files the host
-# writes on the 9p shares would look "in the future" to make. A file just written
-# through the share carries the host's time.
-touch /kpctl-out/.clock && date -s "@$(date -r /kpctl-out/.clock +%s.%N)" >/dev/null
-mkdir -p /var/tmp/kpctl-kmod
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 kmodbuild /var/tmp/kpctl-kmod
+# The kernel module's build folder, kept by the host from run to run. The build runs
+# on the guest's own disk: files written over 9p get the host's time, which the
+# guest's clock (whole seconds from the RTC, slower under load) may not have reached,
+# and make then warns of clock skew.
+kmod_cache=/mnt/kmod-build kmod_build=/var/tmp/kpctl-kmod
+mkdir -p $kmod_cache $kmod_build
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 kmodbuild $kmod_cache
+cp -r --preserve=timestamps $kmod_cache/. $kmod_build/
 hostname kpctl-guest
 ip link set lo up
 
@@ -41,6 +43,7 @@ if [ -e $out/interactive ]; then
 else
     { sh $out/cmd.sh; echo $? > $out/rc.tmp; } 2>&1 | tee $out/output > /dev/console
 fi
+rm -rf $kmod_cache/* && cp -r --preserve=timestamps $kmod_build/. $kmod_cache/
 dmesg > $out/dmesg
 [ -e $out/rc.tmp ] && mv $out/rc.tmp $out/rc
 sync
