@@ -68,7 +68,11 @@ def test_rmmod_with_armed_probes_and_a_reader(kmod: KmodClient, trace_instance: 
         build.unload()
         assert not build.is_loaded()
         time.sleep(0.5)
-        assert reader.poll() is None, "the trace_pipe reader died with the module"
+        # Removing the module's events resets the trace buffers with recording paused
+        # (tracing_reset_all_online_cpus()); a blocking reader that has read before may
+        # see tracing off in that moment and get end-of-file (tracing_wait_pipe()). It
+        # must not die otherwise. kpctl's own reader is non-blocking and never sees that.
+        assert reader.poll() in (None, 0), f"the trace_pipe reader died with the module: {reader.returncode}"
     finally:
         workload.kill()
         reader.kill()
