@@ -206,7 +206,8 @@ def add(
         print_json([probe_row(i) for i in infos])
         return
     for info in infos:
-        click.echo(f"added {info.probe.full_name}: {info.probe}")
+        via = "" if info.backend == "tracefs" else f" ({info.backend})"
+        click.echo(f"added {group}/{info.name}{via}: {info.probe}")
 
 
 @cli.command(name="list")
