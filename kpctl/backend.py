@@ -56,8 +56,9 @@ class Backend(Protocol):
 
     def stats(self) -> list[ProbeStats]: ...
 
-    def hit_pipe(self) -> Path:
-        """The trace_pipe where this backend's hits arrive, emptied of older hits."""
+    def hit_pipe(self, clear: bool = True) -> Path:
+        """The trace_pipe where this backend's hits arrive; with clear, emptied of the
+        hits nobody has read yet."""
         ...
 
 
@@ -128,9 +129,9 @@ class Backends:
     def stats(self) -> list[ProbeStats]:
         return [s for backend in self.backends for s in backend.stats()]
 
-    def hit_pipe(self) -> Path:
+    def hit_pipe(self, clear: bool = True) -> Path:
         # Every backend's hits go to kpctl's one tracefs instance: each readies its own
         # events there, and they all name the same trace_pipe.
-        pipes = {backend.hit_pipe() for backend in self.backends}
+        pipes = {backend.hit_pipe(clear) for backend in self.backends}
         assert len(pipes) == 1, pipes
         return pipes.pop()

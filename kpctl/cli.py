@@ -290,9 +290,11 @@ def stats(group: str, as_json: bool) -> None:
 
 def run_watch(
     backend: Backends, names: Sequence[str], count: int | None, duration: float | None,
-    pid: int | None, comm: str | None, as_json: bool,
+    pid: int | None, comm: str | None, as_json: bool, clear: bool = False,
 ) -> None:
-    """Print hits until --count, --duration, Ctrl-C or SIGTERM; then a summary on stderr."""
+    """Print hits until --count, --duration, Ctrl-C or SIGTERM; then a summary on stderr.
+    Hits recorded since the probes were enabled and not yet read come first, as from
+    trace_pipe itself, unless clear."""
     from kpctl.hits import HitStream
     from kpctl.watch import StopRequested, pump, stop_on_sigterm
 
@@ -308,7 +310,7 @@ def run_watch(
         sys.stdout, [i.probe for i in infos], as_json=as_json, events=names, pid=pid, comm=comm, own_pid=os.getpid(),
         count=count, backend_of={i.name: i.backend for i in infos},
     )
-    pipe = backend.hit_pipe()
+    pipe = backend.hit_pipe(clear)
     with stop_on_sigterm():
         try:
             # The header goes out once hits are being collected: whoever waits for it (a
@@ -325,23 +327,27 @@ def run_watch(
 @cli.command()
 @click.argument("names", nargs=-1)
 @watch_options
+@click.option("--clear", is_flag=True, help="Drop the hits recorded before this watch started.")
 @group_option
 def watch(
     names: tuple[str, ...], count: int | None, duration: float | None, pid: int | None,
-    comm: str | None, as_json: bool, group: str,
+    comm: str | None, as_json: bool, clear: bool, group: str,
 ) -> None:
     """Print hits of kpctl's enabled probes (or only NAMEs) as they happen.
 
     Each hit shows time, CPU, thread id, task name, probe, where it hit (sym+off, or
     caller <- function for a return probe) and its arguments. Ctrl-C ends it with a
-    summary (hits, and events the kernel lost when its buffer was full).
+    summary (hits, and events the kernel lost when its buffer was full). Hits recorded
+    since the probes were enabled that no watch has read yet come first (--clear drops
+    them).
 
     \b
     Examples:
       kpctl watch --count 10
       kpctl watch do_sys_openat2 --comm cat --json
+      kpctl watch --clear --duration 5
     """
-    run_watch(open_backend(group), names, count, duration, pid, comm, as_json)
+    run_watch(open_backend(group), names, count, duration, pid, comm, as_json, clear)
 
 
 @cli.command()

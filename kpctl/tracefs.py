@@ -336,11 +336,10 @@ class TracefsBackend:
             if probe.group == self.group and probe.event == event
         ]
 
-    def hit_pipe(self) -> Path:
+    def hit_pipe(self, clear: bool = True) -> Path:
         self.tracefs.make_instance(self.instance)
-        # Truncating our instance's trace empties only its buffer; hits from before this
-        # watch are not what the user asked to see.
-        self.tracefs.write_value(f"{self.instance}/trace", "")
+        if clear:  # truncating our instance's trace empties only its buffer
+            self.tracefs.write_value(f"{self.instance}/trace", "")
         return self.tracefs.path(f"{self.instance}/trace_pipe")
 
     # --- changing ------------------------------------------------------------------

@@ -75,6 +75,7 @@ class KmodBackend:
             if e.errno == errno.EEXIST:
                 raise ProbeExistsError(e.message, "see: kpctl list") from None
             raise
+        self._record_hits()
         return [self._info(p) for p in added]
 
     def _info(self, kp: KmodProbe) -> ProbeInfo:
@@ -104,8 +105,14 @@ class KmodBackend:
     def stats(self) -> list[ProbeStats]:
         return [ProbeStats(p.name, p.hits, p.missed, self.name) for p in self.client.dump()]
 
-    def hit_pipe(self) -> Path:
+    def hit_pipe(self, clear: bool = True) -> Path:
+        self._record_hits()
+        if clear:
+            self.tracefs.write_value(f"{self.instance}/trace", "")
+        return self.tracefs.path(f"{self.instance}/trace_pipe")
+
+    def _record_hits(self) -> None:
+        """The module's trace events on in kpctl's instance, as kprobe events are from
+        their add on: hits wait there for the next watch."""
         self.tracefs.make_instance(self.instance)
         self.tracefs.write_value(f"{self.instance}/events/{EVENT_SYSTEM}/enable", "1")
-        self.tracefs.write_value(f"{self.instance}/trace", "")
-        return self.tracefs.path(f"{self.instance}/trace_pipe")

@@ -44,7 +44,7 @@ class MemoryBackend:
     def stats(self) -> list[ProbeStats]:
         return [ProbeStats(n, 1, 0, self.name) for n in self.probes]
 
-    def hit_pipe(self) -> Path:
+    def hit_pipe(self, clear: bool = True) -> Path:
         return self.pipe
 
 

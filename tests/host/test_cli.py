@@ -216,7 +216,16 @@ def test_watch_json_prints_typed_hits_of_kpctl_probes(fake: FakeTracefs) -> None
          "where": "[unknown/kretprobe'd] <- do_sys_openat2", "args": {"ret": -2}},
         {"lost": 7, "cpu": 0},
     ]
-    assert fake.read("instances/kpctl/trace") == "\n", "watch empties only its own instance's buffer"
+    assert fake.read("instances/kpctl/trace") == "", "without --clear the hits waiting are read, not dropped"
+
+
+def test_watch_clear_empties_only_its_own_instances_buffer(fake: FakeTracefs) -> None:
+    fake.path("instances/kpctl/trace_pipe").write_text("")
+    fake.path("trace").write_text("global\n")
+    result = CliRunner().invoke(cli, ["watch", "--clear"])
+    assert result.exit_code == 0, result.output
+    assert fake.read("instances/kpctl/trace") == "\n"
+    assert fake.read("trace") == "global\n"
 
 
 def test_refused_target_rolls_back_and_shows_the_kernels_reason(fake: FakeTracefs) -> None:
