@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from kpctl.errors import KpctlError, ProbeExistsError, ProbeNotFoundError
+from kpctl.errors import KpctlError, ProbeExistsError, check_probe_names
 from kpctl.model import Probe
 
 
@@ -97,15 +97,7 @@ class Backends:
     def _split(self, names: Sequence[str]) -> list[tuple[Backend, list[str]]]:
         """Which backend holds each name; an unknown name is an error before any change."""
         owner = {i.name: b for b in self.backends for i in b.list_probes()}
-        unknown = [n for n in names if n not in owner]
-        if unknown:
-            import difflib  # only on this error path: it slows every start-up otherwise
-
-            close = difflib.get_close_matches(unknown[0], list(owner), n=3)
-            raise ProbeNotFoundError(
-                f"no probe named {unknown[0]} in group {self.group}",
-                f"did you mean: {', '.join(close)}?" if close else "see: kpctl list",
-            )
+        check_probe_names(names, owner, f"group {self.group}")
         return [(b, [n for n in names if owner[n] is b]) for b in self.backends if any(owner[n] is b for n in names)]
 
     def remove(self, names: Sequence[str]) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from kpctl import __version__
-from kpctl.errors import KpctlError, ProbeNotFoundError
+from kpctl.errors import KpctlError, check_probe_names
 from kpctl.kmod.cli import kmod
 
 if TYPE_CHECKING:
@@ -299,10 +299,7 @@ def run_watch(
     from kpctl.watch import StopRequested, pump, stop_on_sigterm
 
     infos = backend.list_probes()
-    known = {i.name for i in infos}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ProbeNotFoundError(f"no probe named {unknown[0]} in group {backend.group}", "see: kpctl list")
+    check_probe_names(names, {i.name for i in infos}, f"group {backend.group}")
     watched = [i for i in infos if i.enabled and (not names or i.name in names)]
     if not watched:
         raise KpctlError("no enabled probe to watch", "add one (kpctl add SYMBOL) or enable one (kpctl enable NAME)")

@@ -3,6 +3,8 @@ a hint (which may mark a column of a probe line) and exits 1; anything else is a
 keeps its traceback."""
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+
 
 class KpctlError(Exception):
     """An expected failure, with an optional hint on how to fix it."""
@@ -54,6 +56,21 @@ class PermissionDeniedError(KpctlError):
 
 class ProbeNotFoundError(KpctlError):
     """A probe name that kpctl's group does not have."""
+
+
+def check_probe_names(names: Sequence[str], existing: Collection[str], where: str) -> None:
+    """ProbeNotFoundError for the first of names not in existing, with close names as
+    the hint; where is what was searched (\"group kpctl\")."""
+    missing = [n for n in names if n not in existing]
+    if not missing:
+        return
+    import difflib  # only on this error path: it slows every start-up otherwise
+
+    close = difflib.get_close_matches(missing[0], list(existing), n=3)
+    raise ProbeNotFoundError(
+        f"no probe named {missing[0]} in {where}",
+        f"did you mean: {', '.join(close)}?" if close else "see: kpctl list",
+    )
 
 
 class ProbeExistsError(KpctlError):

@@ -160,10 +160,6 @@ class Hit:
         return _where(*self._match.group(_SITE, _MODULE, _FUNCTION))
 
     @property
-    def args_text(self) -> str:
-        return probe_name(*self._match.group(_EVENT, _ARGS))[1].lstrip(" ")
-
-    @property
     def args(self) -> dict[str, Value]:
         return parse_args(probe_name(*self._match.group(_EVENT, _ARGS))[1], self._schema)
 

@@ -32,10 +32,10 @@ from kpctl.errors import (
     PermissionDeniedError,
     ProbeBusyError,
     ProbeExistsError,
-    ProbeNotFoundError,
     ProbeSyntaxError,
     TracefsError,
     UnknownSymbolError,
+    check_probe_names,
 )
 from kpctl.features import detect_features
 from kpctl.model import Probe, format_probe, format_removal, is_valid_name, parse_probe
@@ -182,9 +182,8 @@ class Tracefs:
 
     @contextmanager
     def command_writer(self, relative: str) -> Iterator[Callable[[str], None]]:
-        """A function that appends one command per write(2) to a *_events file, open for
-        the block: the only way kpctl writes those files. One open for many commands
-        keeps adding 500 probes close to the cost of one batched write."""
+        """A function that appends commands, one write(2) per call, to a *_events file
+        open for the block: the only way kpctl writes those files."""
         path = self.path(relative)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
@@ -437,16 +436,7 @@ class TracefsBackend:
                 write(format_removal(self.group, event))
 
     def _check_names(self, names: Sequence[str]) -> None:
-        existing = [p.event for p in self._defined()]
-        missing = [n for n in names if n not in existing]
-        if missing:
-            import difflib  # only on this error path: it slows every start-up otherwise
-
-            close = difflib.get_close_matches(missing[0], [e for e in existing if e], n=3)
-            raise ProbeNotFoundError(
-                f"no probe named {missing[0]} in group {self.group}",
-                f"did you mean: {', '.join(close)}?" if close else "see: kpctl list",
-            )
+        check_probe_names(names, {p.event for p in self._defined() if p.event}, f"group {self.group}")
 
     def enable(self, names: Sequence[str]) -> None:
         self._check_names(names)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from kpctl.backend import ProbeInfo, ProbeStats
-from kpctl.errors import KpctlError, ProbeExistsError, ProbeNotFoundError
+from kpctl.errors import KpctlError, ProbeExistsError, check_probe_names
 from kpctl.kmod.client import KmodClient, KmodError
 from kpctl.kmod.messages import Kind, KmodProbe, KprobeFlag
 from kpctl.model import Probe, Target, default_event_name
@@ -47,9 +47,7 @@ class KmodBackend:
 
     def _by_name(self, names: Sequence[str]) -> list[KmodProbe]:
         probes = {p.name: p for p in self.client.dump()}
-        unknown = [n for n in names if n not in probes]
-        if unknown:
-            raise ProbeNotFoundError(f"kpctl_kmod has no probe named {unknown[0]}", "see: kpctl list")
+        check_probe_names(names, probes, "kpctl_kmod")
         return [probes[n] for n in names]
 
     def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[ProbeInfo]:
