@@ -532,12 +532,15 @@ def optimization_enabled(path: Path = OPTIMIZATION_SYSCTL) -> bool:
 def short_lived(backend: TracefsBackend, probe: Probe) -> Iterator[float]:
     """The probe, enabled, for the block; removed however the block ends. Yields the
     time it was enabled. backend.add() undoes itself when interrupted."""
+    from kpctl.watch import signals_ignored
+
     assert probe.event is not None
     backend.add([probe])
     try:
         yield time.monotonic()
     finally:
-        backend.remove([probe.event])
+        with signals_ignored():  # a second Ctrl-C must not leave the probe behind
+            backend.remove([probe.event])
 
 
 def first_return(pipe: Path, parser: HitParser, event: str, wait: float) -> Hit | None:

@@ -9,8 +9,10 @@ import importlib.util
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,3 +196,26 @@ def test_marks_agree_with_the_kernel(inspector: Inspector, function: str) -> Non
     finally:
         backend.remove_all()
     assert not disagree, disagree
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_arm_interrupted_removes_its_probe(inspector: Inspector, signum: int) -> None:
+    """--arm waits up to --wait for a return of a function nothing else calls: the
+    return probe is then in place long enough to be interrupted."""
+    rare = {"x86_64": "__x64_sys_sched_get_priority_max", "arm64": "__arm64_sys_sched_get_priority_max"}[inspector.arch]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kpctl", "inspect", "--arm", "--wait", "60", rare],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while f"{INSPECT_GROUP}/" not in "".join(
+                line for line in inspector.tracefs.read("kprobe_events").splitlines(True) if line.startswith("r")):
+            assert proc.poll() is None and time.monotonic() < deadline, "inspect ended before its return probe"
+            time.sleep(0.1)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert err == "Error: interrupted: inspect --arm removed its probes and shows nothing\n"
