@@ -3,13 +3,22 @@ others (a kernel module over netlink) plug in behind the same interface. Hits of
 backend are read as trace_pipe text from a tracefs instance, so watch works for all."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kpctl.errors import KpctlError, ProbeExistsError, check_probe_names
 from kpctl.model import Probe
+
+if TYPE_CHECKING:
+    from kpctl.tracefs import Tracefs
+
+# A watch that starts while another reads kpctl's instance reads one of its own, named so.
+WATCH_INSTANCE_PREFIX = "kpctl-watch-"
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,11 @@ class Backend(Protocol):
         hits nobody has read yet."""
         ...
 
+    def record_into(self, instance: str) -> None:
+        """Turn on, in another tracefs instance (instances/NAME), the events of this
+        backend's enabled probes."""
+        ...
+
 
 class Backends:
     """Several backends seen as one, for the commands that show and change probes of all
@@ -69,7 +83,8 @@ class Backends:
 
     name = "all"
 
-    def __init__(self, backends: Sequence[Backend]) -> None:
+    def __init__(self, tracefs: Tracefs, backends: Sequence[Backend]) -> None:
+        self.tracefs = tracefs
         self.backends = list(backends)
         self.group = self.backends[0].group
 
@@ -127,3 +142,45 @@ class Backends:
         pipes = {backend.hit_pipe(clear) for backend in self.backends}
         assert len(pipes) == 1, pipes
         return pipes.pop()
+
+    @contextmanager
+    def reading(self, clear: bool = False) -> Iterator[Path]:
+        """The trace_pipe for one watch. trace_pipe hands each hit to one reader only, so
+        the first watch (holding a flock on kpctl's instance) reads it, hits waiting there
+        included, and a watch started beside it reads an instance of its own with the same
+        events on, removed when it ends."""
+        pipe = self.hit_pipe(clear)
+        fd = os.open(pipe.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                with self._own_instance() as own:
+                    yield own
+                return
+            yield pipe
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _own_instance(self) -> Iterator[Path]:
+        from kpctl.watch import signals_ignored
+
+        self._remove_stale_instances()
+        instance = f"instances/{WATCH_INSTANCE_PREFIX}{os.getpid()}"
+        self.tracefs.make_instance(instance)
+        try:
+            for backend in self.backends:
+                backend.record_into(instance)
+            yield self.tracefs.path(f"{instance}/trace_pipe")
+        finally:
+            with signals_ignored():
+                self.tracefs.remove_instance(instance)
+
+    def _remove_stale_instances(self) -> None:
+        """Instances of watches that were killed (SIGKILL leaves them): one still being
+        read is busy, and rmdir leaves it alone."""
+        for path in self.tracefs.path("instances").glob(WATCH_INSTANCE_PREFIX + "*"):
+            pid = path.name.removeprefix(WATCH_INSTANCE_PREFIX)
+            if pid.isdigit() and not (self.tracefs.proc / pid).exists():
+                self.tracefs.remove_instance(f"instances/{path.name}")

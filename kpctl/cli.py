@@ -100,7 +100,7 @@ def open_backend(group: str) -> Backends:
         from kpctl.kmod.backend import KmodBackend
 
         backends.append(KmodBackend(tracefs, group=group))
-    return Backends(backends)
+    return Backends(tracefs, backends)
 
 
 def build_probes(
@@ -307,8 +307,7 @@ def run_watch(
         sys.stdout, [i.probe for i in infos], as_json=as_json, events=names, pid=pid, comm=comm, own_pid=os.getpid(),
         count=count, backend_of={i.name: i.backend for i in infos},
     )
-    pipe = backend.hit_pipe(clear)
-    with stop_on_sigterm():
+    with stop_on_sigterm(), backend.reading(clear) as pipe:
         try:
             # The header goes out once hits are being collected: whoever waits for it (a
             # script, a test) may start the activity it wants to see, or stop us.

@@ -232,6 +232,17 @@ class Tracefs:
             if e.errno != errno.EBUSY:  # a watch still reads it: it goes with the last reader
                 raise
 
+    def remove_idle_instance(self, relative: str) -> None:
+        """rmdir an instance once nothing records into it: its events/enable reads 0 when
+        every event there is off (X when some are), so the hits of another group's or the
+        module's probes keep their buffer."""
+        try:
+            state = self.path(f"{relative}/events/enable").read_text().strip()
+        except FileNotFoundError:
+            return
+        if state == "0":
+            self.remove_instance(relative)
+
     def defined_probes(self) -> list[Probe]:
         """Every group's probes, in kprobe_events order."""
         return [parse_probe(line) for line in self.read("kprobe_events").splitlines() if line.strip()]
@@ -477,16 +488,24 @@ class TracefsBackend:
                             "something besides tracefs uses the event (perf, BPF): stop it first",
                         ) from e
                     raise
-        if not self._defined():
-            self.tracefs.remove_instance(self.instance)
+        self.tracefs.remove_idle_instance(self.instance)
 
     def remove_all(self) -> list[str]:
         names = [p.event for p in self._defined() if p.event]
         if names:
             self.remove(names)
         else:
-            self.tracefs.remove_instance(self.instance)
+            self.tracefs.remove_idle_instance(self.instance)
         return names
+
+    def record_into(self, instance: str) -> None:
+        """Turn on in another instance the events this group has on in its own, with
+        their filters."""
+        for info in self.list_probes():
+            if info.enabled:
+                if info.filter:
+                    self.tracefs.write_value(self._event_file(info.name, "filter", instance), info.filter)
+                self.tracefs.write_value(self._event_file(info.name, "enable", instance), "1")
 
 
 def _flags_for(probe: Probe, states: Sequence[KprobeState]) -> tuple[str, ...]:

@@ -82,11 +82,13 @@ class KmodBackend:
     def remove(self, names: Sequence[str]) -> None:
         for probe in self._by_name(names):
             self.client.remove(probe.id)
+        self._stop_recording_when_empty()
 
     def remove_all(self) -> list[str]:
         probes = self.client.dump()
         for probe in probes:
             self.client.remove(probe.id)
+        self._stop_recording_when_empty()
         return [p.name for p in probes]
 
     def enable(self, names: Sequence[str]) -> None:
@@ -104,7 +106,7 @@ class KmodBackend:
         return [ProbeStats(p.name, p.hits, p.missed, self.name) for p in self.client.dump()]
 
     def hit_pipe(self, clear: bool = True) -> Path:
-        self._record_hits()
+        self.tracefs.make_instance(self.instance)
         if clear:
             self.tracefs.write_value(f"{self.instance}/trace", "")
         return self.tracefs.path(f"{self.instance}/trace_pipe")
@@ -113,4 +115,13 @@ class KmodBackend:
         """The module's trace events on in kpctl's instance, as kprobe events are from
         their add on: hits wait there for the next watch."""
         self.tracefs.make_instance(self.instance)
-        self.tracefs.write_value(f"{self.instance}/events/{EVENT_SYSTEM}/enable", "1")
+        self.record_into(self.instance)
+
+    def record_into(self, instance: str) -> None:
+        self.tracefs.write_value(f"{instance}/events/{EVENT_SYSTEM}/enable", "1")
+
+    def _stop_recording_when_empty(self) -> None:
+        if self.client.dump() or not self.tracefs.path(self.instance).is_dir():
+            return
+        self.tracefs.write_value(f"{self.instance}/events/{EVENT_SYSTEM}/enable", "0")
+        self.tracefs.remove_idle_instance(self.instance)

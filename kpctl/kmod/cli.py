@@ -63,8 +63,12 @@ def unload() -> None:
       sudo kpctl kmod unload
     """
     from kpctl.kmod import build
+    from kpctl.tracefs import DEFAULT_INSTANCE, Tracefs, find_tracefs
 
     build.unload()
+    # The module's events left kpctl's instance with it: drop the instance if nothing
+    # else records there.
+    Tracefs(find_tracefs()).remove_idle_instance(f"instances/{DEFAULT_INSTANCE}")
     click.echo("unloaded kpctl_kmod")
 
 

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from kpctl.backend import Backends, ProbeInfo, ProbeStats
+import fcntl
+import os
+
+from kpctl.backend import WATCH_INSTANCE_PREFIX, Backends, ProbeInfo, ProbeStats
 from kpctl.errors import KpctlError, ProbeExistsError, ProbeNotFoundError
 from kpctl.model import Probe, Target
+from kpctl.tracefs import Tracefs
 
 
 class MemoryBackend:
@@ -16,6 +20,7 @@ class MemoryBackend:
         self.name, self.group, self.pipe = name, "kpctl", pipe
         self.probes: dict[str, bool] = {}
         self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.recording: list[str] = []
 
     def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[ProbeInfo]:
         for p in probes:
@@ -47,10 +52,21 @@ class MemoryBackend:
     def hit_pipe(self, clear: bool = True) -> Path:
         return self.pipe
 
+    def record_into(self, instance: str) -> None:
+        self.recording.append(instance)
+
 
 @pytest.fixture
-def both(tmp_path: Path) -> Backends:
-    backends = Backends([MemoryBackend("tracefs", tmp_path), MemoryBackend("kmod", tmp_path)])
+def tracefs(tmp_path: Path) -> Tracefs:
+    (tmp_path / "instances/kpctl").mkdir(parents=True)
+    (tmp_path / "proc").mkdir()
+    return Tracefs(tmp_path, tmp_path, tmp_path / "proc")
+
+
+@pytest.fixture
+def both(tracefs: Tracefs) -> Backends:
+    pipe = tracefs.path("instances/kpctl/trace_pipe")
+    backends = Backends(tracefs, [MemoryBackend("tracefs", pipe), MemoryBackend("kmod", pipe)])
     backends.add([Probe("p", Target("vfs_read"), event="reads")])
     backends.add([Probe("p", Target("vfs_write"), event="writes")], backend="kmod")
     return backends
@@ -80,12 +96,46 @@ def test_a_name_is_owned_by_one_backend(both: Backends) -> None:
         both.add([Probe("p", Target("vfs_read"), event="reads")], backend="kmod")
 
 
-def test_an_absent_backend_says_how_to_get_it(tmp_path: Path) -> None:
+def test_an_absent_backend_says_how_to_get_it(tracefs: Tracefs) -> None:
     with pytest.raises(KpctlError, match="backend kmod is not available") as e:
-        Backends([MemoryBackend("tracefs", tmp_path)]).add([Probe("p", Target("x"), event="x")], backend="kmod")
+        Backends(tracefs, [MemoryBackend("tracefs", tracefs.root)]).add([Probe("p", Target("x"), event="x")], backend="kmod")
     assert e.value.hint == "kpctl_kmod must be loaded first: sudo kpctl kmod load"
 
 
 def test_remove_all_empties_every_backend(both: Backends) -> None:
     assert both.remove_all() == ["reads", "writes"]
     assert both.list_probes() == []
+
+
+def test_the_first_watch_reads_kpctls_instance(both: Backends) -> None:
+    with both.reading() as pipe:
+        assert pipe == both.tracefs.path("instances/kpctl/trace_pipe")
+    assert [b.recording for b in both.backends] == [[], []]  # type: ignore[attr-defined]
+
+
+def test_a_second_watch_reads_an_instance_of_its_own_and_removes_it(both: Backends) -> None:
+    own = f"instances/{WATCH_INSTANCE_PREFIX}{os.getpid()}"
+    fd = os.open(both.tracefs.path("instances/kpctl"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the first watch
+        with both.reading() as pipe:
+            assert pipe == both.tracefs.path(f"{own}/trace_pipe")
+            assert [b.recording for b in both.backends] == [[own], [own]]  # type: ignore[attr-defined]
+    finally:
+        os.close(fd)
+    assert not both.tracefs.path(own).exists()
+
+
+def test_a_killed_watchs_instance_is_removed_by_the_next(both: Backends) -> None:
+    stale, alive = (both.tracefs.path(f"instances/{WATCH_INSTANCE_PREFIX}{pid}") for pid in (999999, 4242))
+    stale.mkdir()
+    alive.mkdir()
+    (both.tracefs.proc / "4242").mkdir()
+    fd = os.open(both.tracefs.path("instances/kpctl"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with both.reading():
+            pass
+    finally:
+        os.close(fd)
+    assert not stale.exists() and alive.exists()

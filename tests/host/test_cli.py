@@ -53,6 +53,17 @@ class FakeTracefs(Tracefs):
     def remove_instance(self, relative: str) -> None:
         shutil.rmtree(self.path(relative))
 
+    def write_value(self, relative: str, value: str) -> None:
+        super().write_value(relative, value)
+        self.sum_enables()
+
+    def sum_enables(self) -> None:
+        """Each instance's events/enable: 0 when all its events are off, 1 when all are
+        on, X when mixed (as system_enable_read() reports)."""
+        for events in self.path("instances").glob("*/events"):
+            states = {f.read_text().strip() for f in events.glob("*/*/enable")}
+            (events / "enable").write_text("0\n" if states <= {"0"} else "1\n" if states == {"1"} else "X\n")
+
 
 @pytest.fixture
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTracefs:
@@ -74,6 +85,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTracefs:
     (debugfs / "kprobes/blacklist").write_text((CAPTURE / "blacklist.head").read_text())
     (proc / "kallsyms").write_text((CAPTURE / "kallsyms.sample").read_text())
     tracefs = FakeTracefs(root, debugfs, proc)
+    tracefs.sum_enables()
     tracefs.commands = []
     tracefs.refuse = set()
     monkeypatch.setattr(cli_module, "open_tracefs", lambda: tracefs)
@@ -160,6 +172,15 @@ def test_rm_all_removes_kpctl_probes_and_leaves_other_groups(fake: FakeTracefs) 
     assert fake.commands == ["-:kpctl/open", "-:kpctl/open_ret"]
     assert fake.read("kprobe_events") == "p:other/keep vfs_write\n"
     assert not fake.path("instances/kpctl").exists()
+
+
+def test_rm_all_keeps_the_instance_while_another_group_records_there(fake: FakeTracefs) -> None:
+    fake.path("instances/kpctl/events/other/keep").mkdir(parents=True)
+    fake.path("instances/kpctl/events/other/keep/enable").write_text("")
+    fake.write_value("instances/kpctl/events/other/keep/enable", "1")
+    code, out = run("rm", "--all")
+    assert code == 0, out
+    assert fake.read("instances/kpctl/events/other/keep/enable") == "1\n"
 
 
 def test_funcs_explains_a_missing_name_with_close_ones(fake: Tracefs) -> None:

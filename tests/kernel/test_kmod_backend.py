@@ -137,3 +137,27 @@ def test_cli_manages_and_watches_both_backends_together(kmod: KmodClient) -> Non
         removed = kpctl("rm", "--all")
     assert removed == "removed kpctl/kt_cli_entry\nremoved kpctl/kt_cli_ret\n"
     assert kmod.dump() == [] and json.loads(kpctl("list", "--json")) == []
+
+
+def test_removing_the_last_tracefs_probe_keeps_recording_module_hits(kmod: KmodClient) -> None:
+    runner = CliRunner()
+    symbol = syscall_symbol(WORKLOAD_SYSCALL)
+
+    def kpctl(*args: str) -> str:
+        result = runner.invoke(cli, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    kpctl("add", "--backend", "kmod", symbol, "--name", "kt_kept")
+    try:
+        kpctl("add", symbol, "--name", "kt_gone")
+        kpctl("rm", "kt_gone")
+        # Before any watch, and in another process (watch leaves out its own): the
+        # hits wait in kpctl's instance.
+        subprocess.run([sys.executable, "-c", "import os\nfor _ in range(2): os.sched_get_priority_max(os.SCHED_FIFO)"], check=True)
+        out = kpctl("watch", "--count", "2", "--duration", "30")
+        header, *hits, summary = out.splitlines()
+        assert [line.split()[4] for line in hits] == ["kt_kept"] * 2 and summary == "2 hits"
+    finally:
+        kpctl("rm", "--all")
+    assert not (TRACEFS / "instances" / "kpctl").exists(), "rm --all leaves no idle instance behind"

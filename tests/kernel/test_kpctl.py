@@ -360,3 +360,46 @@ def test_trace_count_exits_after_n_hits_and_removes_probe(backend: TracefsBacken
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert err == "2 hits\n"
+
+
+def test_rm_all_keeps_recording_for_another_group(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    other = TracefsBackend(tracefs, group="kpctl_test_other")
+    other.add([probe("vfs_write")])
+    try:
+        backend.add([probe("vfs_read")])
+        backend.remove_all()
+        assert tracefs.read("instances/kpctl/events/kpctl_test_other/vfs_write/enable").strip() == "1"
+    finally:
+        other.remove_all()
+    assert not tracefs.path("instances/kpctl").exists(), "the last group's removal drops the idle instance"
+
+
+def _watch_process(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kpctl", "watch", *args], cwd=CHECKOUT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(CHECKOUT)},
+    )
+
+
+def test_two_watches_at_once_each_see_every_hit(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    """trace_pipe gives a hit to one reader: the second watch reads an instance of its own."""
+    subprocess.run(["cp", "/bin/cat", "/tmp/kpctl-test-cat"], check=True)
+    backend.add([probe("do_sys_openat2", path_arg(tracefs))], event_filter='comm == "kpctl-test-cat"')
+    try:
+        watches = []
+        for _ in range(2):  # one after the other: the first takes kpctl's instance
+            watches.append(_watch_process("--count", "3", "--duration", "120"))
+            _wait_until_watching(watches[-1])
+        own = [p.name for p in tracefs.path("instances").iterdir() if p.name.startswith("kpctl-watch-")]
+        assert own == [f"kpctl-watch-{watches[1].pid}"]
+        assert tracefs.read(f"instances/{own[0]}/events/kpctl/do_sys_openat2/filter").strip() == 'comm == "kpctl-test-cat"'
+        for _ in range(3):
+            subprocess.run(["/tmp/kpctl-test-cat", "/dev/null"], check=True)
+        for watch in watches:
+            out, err = watch.communicate(timeout=120)
+            assert (watch.returncode, err) == (0, "3 hits\n")
+            assert all("kpctl-test-cat" in line for line in out.splitlines())
+    finally:
+        backend.remove_all()
+    assert not [p for p in tracefs.path("instances").iterdir() if p.name.startswith("kpctl-watch-")]
