@@ -137,7 +137,7 @@ static int kpctl_cmd_add(struct sk_buff *skb, struct genl_info *info)
 	return err;
 }
 
-/* Find the probe named by KPCTL_A_ID, with kpctl_lock held, or fail with extack. */
+/* The probe named by KPCTL_A_ID, with kpctl_lock held, or an error with extack. */
 static struct kpctl_probe *kpctl_probe_from_info(struct genl_info *info)
 {
 	struct kpctl_probe *p;
@@ -153,7 +153,12 @@ static struct kpctl_probe *kpctl_probe_from_info(struct genl_info *info)
 	return p;
 }
 
-static int kpctl_cmd_remove(struct sk_buff *skb, struct genl_info *info)
+/*
+ * The commands on one probe: the caller's rights, then the probe named by KPCTL_A_ID
+ * acted on with kpctl_lock held.
+ */
+static int kpctl_on_probe(struct sk_buff *skb, struct genl_info *info,
+			  int (*action)(struct genl_info *, struct kpctl_probe *))
 {
 	struct kpctl_probe *p;
 	int err;
@@ -163,59 +168,55 @@ static int kpctl_cmd_remove(struct sk_buff *skb, struct genl_info *info)
 		return err;
 	mutex_lock(&kpctl_lock);
 	p = kpctl_probe_from_info(info);
-	if (IS_ERR(p))
-		err = PTR_ERR(p);
-	else
-		kpctl_probe_remove(p);
+	err = IS_ERR(p) ? PTR_ERR(p) : action(info, p);
 	mutex_unlock(&kpctl_lock);
 	return err;
 }
 
-static int kpctl_set_enabled(struct sk_buff *skb, struct genl_info *info,
+static int kpctl_remove(struct genl_info *info, struct kpctl_probe *p)
+{
+	kpctl_probe_remove(p);
+	return 0;
+}
+
+static int kpctl_set_enabled(struct genl_info *info, struct kpctl_probe *p,
 			     bool enabled)
 {
-	struct kpctl_probe *p;
-	int err;
+	int err = kpctl_probe_set_enabled(p, enabled);
 
-	err = kpctl_check_perm(skb, info->extack);
 	if (err)
-		return err;
-	mutex_lock(&kpctl_lock);
-	p = kpctl_probe_from_info(info);
-	if (IS_ERR(p)) {
-		err = PTR_ERR(p);
-	} else {
-		err = kpctl_probe_set_enabled(p, enabled);
-		if (err)
-			GENL_SET_ERR_MSG(info, "the kernel refused: the probed code is gone");
-	}
-	mutex_unlock(&kpctl_lock);
+		GENL_SET_ERR_MSG(info, "the kernel refused: the probed code is gone");
 	return err;
+}
+
+static int kpctl_enable(struct genl_info *info, struct kpctl_probe *p)
+{
+	return kpctl_set_enabled(info, p, true);
+}
+
+static int kpctl_disable(struct genl_info *info, struct kpctl_probe *p)
+{
+	return kpctl_set_enabled(info, p, false);
+}
+
+static int kpctl_cmd_remove(struct sk_buff *skb, struct genl_info *info)
+{
+	return kpctl_on_probe(skb, info, kpctl_remove);
 }
 
 static int kpctl_cmd_enable(struct sk_buff *skb, struct genl_info *info)
 {
-	return kpctl_set_enabled(skb, info, true);
+	return kpctl_on_probe(skb, info, kpctl_enable);
 }
 
 static int kpctl_cmd_disable(struct sk_buff *skb, struct genl_info *info)
 {
-	return kpctl_set_enabled(skb, info, false);
+	return kpctl_on_probe(skb, info, kpctl_disable);
 }
 
 static int kpctl_cmd_get(struct sk_buff *skb, struct genl_info *info)
 {
-	struct kpctl_probe *p;
-	int err;
-
-	err = kpctl_check_perm(skb, info->extack);
-	if (err)
-		return err;
-	mutex_lock(&kpctl_lock);
-	p = kpctl_probe_from_info(info);
-	err = IS_ERR(p) ? PTR_ERR(p) : kpctl_reply_probe(info, p);
-	mutex_unlock(&kpctl_lock);
-	return err;
+	return kpctl_on_probe(skb, info, kpctl_reply_probe);
 }
 
 /*
