@@ -49,6 +49,15 @@ ARM64_MOV_X9_X30 = 0xAA1E03E9  # first of the two patchable-function-entry words
 # v6.1), by CRm:op2: NOP, XPACLRI, PACIA1716, PACIB1716, PACIAZ, PACIASP, PACIBZ, PACIBSP
 # and the four BTIs. Every other hint (AUTIASP, YIELD, WFE, ...) is refused.
 _ARM64_STEPPABLE_HINTS = frozenset({0x00, 0x07, 0x08, 0x0A, 0x18, 0x19, 0x1A, 0x1B, 0x20, 0x22, 0x24, 0x26})
+# Names of HINT-space instructions by CRm:op2: capstone 4 (Debian 12) predates ARMv8.3
+# and prints PACIASP, the first instruction of most arm64 kernel functions, as "hint #0x19".
+_ARM64_HINT_NAMES = {
+    0x01: "yield", 0x02: "wfe", 0x03: "wfi", 0x04: "sev", 0x05: "sevl", 0x07: "xpaclri",
+    0x08: "pacia1716", 0x0A: "pacib1716", 0x0C: "autia1716", 0x0E: "autib1716", 0x10: "esb",
+    0x11: "psb csync", 0x12: "tsb csync", 0x14: "csdb", 0x18: "paciaz", 0x19: "paciasp",
+    0x1A: "pacibz", 0x1B: "pacibsp", 0x1C: "autiaz", 0x1D: "autiasp", 0x1E: "autibz",
+    0x1F: "autibsp", 0x20: "bti", 0x22: "bti c", 0x24: "bti j", 0x26: "bti jc",
+}
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,10 @@ def disassemble(code: bytes, address: int, arch: Arch, boundaries: Collection[in
         decoded = next(decoder.disasm_lite(code[offset:], address + offset, 1), None)
         size = decoded[1] if decoded else 0
         if decoded and (boundaries is None or offset in boundaries or not out):
-            out.append(Instruction(offset, address + offset, code[offset:offset + size], decoded[2], decoded[3]))
+            mnemonic, operands = decoded[2], decoded[3]
+            if mnemonic == "hint" and arch == "arm64":
+                mnemonic, operands = _arm64_hint(code[offset:offset + size], mnemonic, operands)
+            out.append(Instruction(offset, address + offset, code[offset:offset + size], mnemonic, operands))
             offset += size
             continue
         # Not an instruction the CPU starts here: data up to the next boundary.
@@ -126,6 +138,11 @@ def disassemble(code: bytes, address: int, arch: Arch, boundaries: Collection[in
         out.append(Instruction(offset, address + offset, code[offset:end], ".byte", ", ".join(f"{b:#04x}" for b in code[offset:end])))
         offset = end
     return out
+
+
+def _arm64_hint(raw: bytes, mnemonic: str, operands: str) -> tuple[str, str]:
+    name = _ARM64_HINT_NAMES.get((int.from_bytes(raw, "little") >> 5) & 0x7F)
+    return (name, "") if name else (mnemonic, operands)
 
 
 def boundaries_of(instructions: Sequence[Instruction]) -> frozenset[int]:

@@ -2,10 +2,13 @@
 (../shared/notes/guest-vms.md) and on the instructions the kernel's rules name."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 pytest.importorskip("capstone")
 
+from kpctl import disasm
 from kpctl.disasm import (
     Instruction,
     boundaries_of,
@@ -155,3 +158,20 @@ def test_host_arch() -> None:
     assert host_arch("x86_64") == "x86_64" and host_arch("aarch64") == "arm64"
     with pytest.raises(KpctlError, match="riscv64"):
         host_arch("riscv64")
+
+
+class _Capstone4:
+    """Debian 12's capstone 4 decodes the ARMv8.3 PAC hints only as "hint #imm"."""
+
+    def disasm_lite(self, code: bytes, address: int, count: int) -> Iterator[tuple[int, int, str, str]]:
+        imm = (int.from_bytes(code[:4], "little") >> 5) & 0x7F
+        yield address, 4, "hint", f"#{imm:#x}"
+
+
+@pytest.mark.parametrize(("word", "text"), [
+    (0xD503233F, "paciasp"), (0xD50323BF, "autiasp"), (0xD503245F, "bti c"), (0xD50320DF, "hint #0x6"),
+])
+def test_arm64_hints_get_their_names(monkeypatch: pytest.MonkeyPatch, word: int, text: str) -> None:
+    monkeypatch.setitem(disasm._decoders, "arm64", _Capstone4())
+    [insn] = disassemble(word.to_bytes(4, "little"), ARM_BASE, "arm64")
+    assert insn.text == text
