@@ -335,7 +335,7 @@ def watch(
     caller <- function for a return probe) and its arguments. Ctrl-C ends it with a
     summary (hits, and events the kernel lost when its buffer was full). Hits recorded
     since the probes were enabled that no watch has read yet come first (--clear drops
-    them).
+    them). Watches started side by side each see every hit.
 
     \b
     Examples:
