@@ -149,16 +149,16 @@ class Backends:
         the first watch (holding a flock on kpctl's instance) reads it, hits waiting there
         included, and a watch started beside it reads an instance of its own with the same
         events on, removed when it ends."""
-        pipe = self.hit_pipe(clear)
+        pipe = self.hit_pipe(clear=False)
         fd = os.open(pipe.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                with self._own_instance() as own:
+                with self._own_instance() as own:  # starts empty: nothing to clear
                     yield own
                 return
-            yield pipe
+            yield self.hit_pipe(clear) if clear else pipe
         finally:
             os.close(fd)
 

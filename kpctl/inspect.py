@@ -44,7 +44,7 @@ from kpctl.model import Probe, Target, parse_fetch_arg, parse_target
 from kpctl.symbols import KernelSymbol
 from kpctl.tracefs import KprobeState, Tracefs, TracefsBackend
 
-INSPECT_GROUP = "kpctl_inspect"  # inspect --arm's own group and instance: user probes stay untouched
+INSPECT_GROUP = "kpctl_inspect"  # inspect --arm's own group (and instance prefix): user probes stay untouched
 KMOD_MODULE = Path("/sys/module/kpctl_kmod")
 OPTIMIZATION_SYSCTL = Path("/proc/sys/debug/kprobes-optimization")
 TRAMPOLINES = ("arch_rethook_trampoline", "__kretprobe_trampoline", "kretprobe_trampoline")
@@ -426,8 +426,10 @@ class Inspector:
 
         if not report.probeable:
             raise KpctlError(f"no probe may go at {report.target}: {report.reasons[0]}")
-        backend = TracefsBackend(self.tracefs, group=INSPECT_GROUP, instance=INSPECT_GROUP)
+        # Events and instance of this process's own: two inspects at once neither remove
+        # nor read each other's.
         tag = f"p{os.getpid()}"
+        backend = TracefsBackend(self.tracefs, group=INSPECT_GROUP, instance=f"{INSPECT_GROUP}_{tag}")
         with Kcore(self.kcore_path) as kcore, stop_on_sigterm():
             code = Code(kcore, report, code_window(report, instructions))
             before = code.read()

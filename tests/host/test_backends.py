@@ -139,3 +139,25 @@ def test_a_killed_watchs_instance_is_removed_by_the_next(both: Backends) -> None
     finally:
         os.close(fd)
     assert not stale.exists() and alive.exists()
+
+
+def test_a_second_watch_with_clear_leaves_the_firsts_hits(tracefs: Tracefs) -> None:
+    cleared: list[bool] = []
+
+    class Clearing(MemoryBackend):
+        def hit_pipe(self, clear: bool = True) -> Path:
+            cleared.append(clear)
+            return self.pipe
+
+    backends = Backends(tracefs, [Clearing("tracefs", tracefs.path("instances/kpctl/trace_pipe"))])
+    fd = os.open(tracefs.path("instances/kpctl"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with backends.reading(clear=True):
+            pass
+    finally:
+        os.close(fd)
+    assert cleared == [False]
+    with backends.reading(clear=True):
+        pass
+    assert cleared == [False, False, True]

@@ -47,7 +47,8 @@ def inspector() -> Iterator[Inspector]:
     yield Inspector(tracefs, _arch())
     leftover = [line for line in tracefs.read("kprobe_events").splitlines() if f"{INSPECT_GROUP}/" in line]
     assert not leftover, f"inspect left probes behind: {leftover}"
-    assert not tracefs.path(f"instances/{INSPECT_GROUP}").exists(), "inspect left its instance behind"
+    left = [d.name for d in tracefs.path("instances").iterdir() if d.name.startswith(INSPECT_GROUP)]
+    assert not left, f"inspect left its instance behind: {left}"
 
 
 @pytest.fixture

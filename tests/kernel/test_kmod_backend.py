@@ -97,15 +97,16 @@ def test_status_lists_the_probes(kmod: KmodClient) -> None:
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
+def kpctl(*args: str) -> str:
+    """kpctl's CLI in this process; its output, after asserting success."""
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 def test_cli_manages_and_watches_both_backends_together(kmod: KmodClient) -> None:
     runner = CliRunner()
     symbol = syscall_symbol(WORKLOAD_SYSCALL)
-
-    def kpctl(*args: str) -> str:
-        result = runner.invoke(cli, list(args))
-        assert result.exit_code == 0, result.output
-        return result.output
-
     kpctl("add", "--backend", "kmod", "--ret", symbol, "--name", "kt_cli_ret")
     try:
         kpctl("add", symbol, "--name", "kt_cli_entry")
@@ -140,14 +141,7 @@ def test_cli_manages_and_watches_both_backends_together(kmod: KmodClient) -> Non
 
 
 def test_removing_the_last_tracefs_probe_keeps_recording_module_hits(kmod: KmodClient) -> None:
-    runner = CliRunner()
     symbol = syscall_symbol(WORKLOAD_SYSCALL)
-
-    def kpctl(*args: str) -> str:
-        result = runner.invoke(cli, list(args))
-        assert result.exit_code == 0, result.output
-        return result.output
-
     kpctl("add", "--backend", "kmod", symbol, "--name", "kt_kept")
     try:
         kpctl("add", symbol, "--name", "kt_gone")
