@@ -229,19 +229,27 @@ class Tracefs:
         except FileNotFoundError:
             pass
         except OSError as e:
-            if e.errno != errno.EBUSY:  # a watch still reads it: it goes with the last reader
+            if e.errno != errno.EBUSY:  # a watch still reads it: a later removal takes it
                 raise
 
     def remove_idle_instance(self, relative: str) -> None:
-        """rmdir an instance once nothing records into it: its events/enable reads 0 when
-        every event there is off (X when some are), so the hits of another group's or the
-        module's probes keep their buffer."""
+        """rmdir an instance once removing it loses nothing: every event there is off (its
+        events/enable reads 0; X when some are on) and no probe's event has a filter there.
+        So another group's or the module's probes keep recording, and a disabled probe
+        keeps its filter."""
         try:
             state = self.path(f"{relative}/events/enable").read_text().strip()
         except FileNotFoundError:
             return
-        if state == "0":
-            self.remove_instance(relative)
+        if state != "0":
+            return
+        for probe in self.defined_probes():
+            try:
+                if self.path(f"{relative}/events/{probe.group}/{probe.event}/filter").read_text().strip() != "none":
+                    return
+            except FileNotFoundError:
+                continue
+        self.remove_instance(relative)
 
     def defined_probes(self) -> list[Probe]:
         """Every group's probes, in kprobe_events order."""

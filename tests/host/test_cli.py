@@ -174,6 +174,14 @@ def test_rm_all_removes_kpctl_probes_and_leaves_other_groups(fake: FakeTracefs) 
     assert not fake.path("instances/kpctl").exists()
 
 
+def test_rm_keeps_the_instance_while_a_disabled_probe_has_a_filter_there(fake: FakeTracefs) -> None:
+    fake.write_value("instances/kpctl/events/kpctl/open/enable", "0")
+    fake.write_value("instances/kpctl/events/kpctl/open_ret/filter", "ret < 0")
+    code, out = run("rm", "open")
+    assert code == 0, out
+    assert fake.read("instances/kpctl/events/kpctl/open_ret/filter") == "ret < 0\n"
+
+
 def test_rm_all_keeps_the_instance_while_another_group_records_there(fake: FakeTracefs) -> None:
     fake.path("instances/kpctl/events/other/keep").mkdir(parents=True)
     fake.path("instances/kpctl/events/other/keep/enable").write_text("")

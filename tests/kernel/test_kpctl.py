@@ -403,3 +403,14 @@ def test_two_watches_at_once_each_see_every_hit(backend: TracefsBackend, tracefs
     finally:
         backend.remove_all()
     assert not [p for p in tracefs.path("instances").iterdir() if p.name.startswith("kpctl-watch-")]
+
+
+def test_rm_keeps_a_disabled_probes_filter(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    backend.add([probe("vfs_read")])
+    backend.add([probe("vfs_write")], enable=False, event_filter="common_pid == 1")
+    try:
+        backend.remove(["vfs_read"])
+        assert [(i.name, i.filter) for i in backend.list_probes()] == [("vfs_write", "common_pid == 1")]
+    finally:
+        backend.remove_all()
+    assert not tracefs.path("instances/kpctl").exists()
