@@ -19,7 +19,6 @@ from kpctl.kmod.cli import kmod
 
 if TYPE_CHECKING:
     from kpctl.backend import Backend, Backends, ProbeInfo
-    from kpctl.model import Probe
     from kpctl.tracefs import Tracefs
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,37 +102,6 @@ def open_backend(group: str) -> Backends:
     return Backends(tracefs, backends)
 
 
-def build_probes(
-    target: str, fetchargs: Sequence[str], ret: bool, maxactive: int | None, name: str | None, group: str
-) -> list[Probe]:
-    """Probes from the command line: TARGET may list several targets separated by commas."""
-    from kpctl.model import Probe, default_event_name, is_valid_name, parse_fetch_arg, parse_target
-
-    targets = [t for t in target.split(",") if t]
-    if not targets:
-        raise KpctlError("no target given", "example: kpctl add vfs_read")
-    if name is not None and len(targets) > 1:
-        raise KpctlError("--name needs a single target", f"{len(targets)} targets were given: {target}")
-    if name is not None and not is_valid_name(name):
-        raise KpctlError(f"invalid probe name {name!r}", "a name follows the rules of C identifiers: [A-Za-z_][A-Za-z0-9_]*")
-    args = tuple(parse_fetch_arg(text) for text in fetchargs)
-    probes = []
-    for text in targets:
-        place, is_return = parse_target(text)
-        is_return = is_return or ret
-        if maxactive is not None and not is_return:
-            raise KpctlError("--maxactive is for return probes", "add --ret, or write the target as SYMBOL%return")
-        probes.append(Probe(
-            kind="r" if is_return else "p",
-            target=place,
-            event=name or default_event_name(place, is_return),
-            group=group,
-            args=args,
-            maxactive=maxactive,
-        ))
-    return probes
-
-
 def print_json(data: object) -> None:
     import json
 
@@ -200,7 +168,9 @@ def add(
       kpctl add vfs_read,vfs_write 'count=$arg3:u64'
       kpctl add --backend kmod --ret do_sys_openat2
     """
-    probes = build_probes(target, fetchargs, ret, maxactive, name, group)
+    from kpctl.model import probes_from_targets
+
+    probes = probes_from_targets(target, fetchargs, ret, maxactive, name, group)
     infos = open_backend(group).add(probes, enable=not disabled, event_filter=filter_text, backend=backend_name)
     if as_json:
         print_json([probe_row(i) for i in infos])
@@ -361,10 +331,11 @@ def trace(
     Example:
       kpctl trace do_sys_openat2 'path=+0($arg2):ustring' --count 3
     """
+    from kpctl.model import probes_from_targets
     from kpctl.watch import StopRequested, signals_ignored, stop_on_sigterm
 
     backend = open_backend(group)
-    probes = build_probes(target, fetchargs, ret, maxactive, name, group)
+    probes = probes_from_targets(target, fetchargs, ret, maxactive, name, group)
     names = [p.event for p in probes if p.event]
     # SIGTERM between adding and watching must still remove the probes.
     with stop_on_sigterm():

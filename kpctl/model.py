@@ -22,10 +22,11 @@ own error message then reaches the user (see tracefs.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
-from kpctl.errors import ProbeSyntaxError
+from kpctl.errors import KpctlError, ProbeSyntaxError
 
 DEFAULT_GROUP = "kprobes"  # the kernel's group for probes written without one
 
@@ -436,3 +437,33 @@ def default_event_name(target: Target, is_return: bool) -> str:
     if base[0].isdigit():
         base = "_" + base
     return base + ("_ret" if is_return else "")
+
+
+def probes_from_targets(
+    targets: str, fetchargs: Sequence[str], ret: bool, maxactive: int | None, name: str | None, group: str
+) -> list[Probe]:
+    """The probes `kpctl add` and `kpctl trace` make: targets may list several, separated
+    by commas, each getting the same fetch arguments."""
+    texts = [t for t in targets.split(",") if t]
+    if not texts:
+        raise KpctlError("no target given", "example: kpctl add vfs_read")
+    if name is not None and len(texts) > 1:
+        raise KpctlError("--name needs a single target", f"{len(texts)} targets were given: {targets}")
+    if name is not None and not is_valid_name(name):
+        raise KpctlError(f"invalid probe name {name!r}", "a name follows the rules of C identifiers: [A-Za-z_][A-Za-z0-9_]*")
+    args = tuple(parse_fetch_arg(text) for text in fetchargs)
+    probes = []
+    for text in texts:
+        place, is_return = parse_target(text)
+        is_return = is_return or ret
+        if maxactive is not None and not is_return:
+            raise KpctlError("--maxactive is for return probes", "add --ret, or write the target as SYMBOL%return")
+        probes.append(Probe(
+            kind="r" if is_return else "p",
+            target=place,
+            event=name or default_event_name(place, is_return),
+            group=group,
+            args=args,
+            maxactive=maxactive,
+        ))
+    return probes
