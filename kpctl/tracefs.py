@@ -463,9 +463,10 @@ class TracefsBackend:
             self.tracefs.write_value(self._event_file(name, "enable"), "1")
 
     def disable(self, names: Sequence[str]) -> None:
+        """Off in every instance: a watch beside the first reads its own (backend.py)."""
         self._check_names(names)
         for name in names:
-            self.tracefs.write_value(self._event_file(name, "enable"), "0")
+            self._disable_everywhere(name)
 
     def _disable_everywhere(self, event: str) -> None:
         instances = self.tracefs.path("instances")

@@ -174,6 +174,16 @@ def test_rm_all_removes_kpctl_probes_and_leaves_other_groups(fake: FakeTracefs) 
     assert not fake.path("instances/kpctl").exists()
 
 
+def test_disable_reaches_the_instance_of_a_second_watch(fake: FakeTracefs) -> None:
+    second = fake.path("instances/kpctl-watch-4242/events/kpctl/open")
+    second.mkdir(parents=True)
+    (second / "enable").write_text("1\n")
+    code, out = run("disable", "open")
+    assert (code, out) == (0, "disabled kpctl/open\n")
+    assert fake.read("instances/kpctl/events/kpctl/open/enable") == "0\n"
+    assert fake.read("instances/kpctl-watch-4242/events/kpctl/open/enable") == "0\n"
+
+
 def test_rm_keeps_the_instance_while_a_disabled_probe_has_a_filter_there(fake: FakeTracefs) -> None:
     fake.write_value("instances/kpctl/events/kpctl/open/enable", "0")
     fake.write_value("instances/kpctl/events/kpctl/open_ret/filter", "ret < 0")

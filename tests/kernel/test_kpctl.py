@@ -414,3 +414,21 @@ def test_rm_keeps_a_disabled_probes_filter(backend: TracefsBackend, tracefs: Tra
     finally:
         backend.remove_all()
     assert not tracefs.path("instances/kpctl").exists()
+
+
+def test_disable_reaches_a_second_watch(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    backend.add([probe("do_sys_openat2")])
+    watches = []
+    try:
+        for _ in range(2):
+            watches.append(_watch_process("--duration", "120"))
+            _wait_until_watching(watches[-1])
+        own = f"instances/kpctl-watch-{watches[1].pid}/events/kpctl/do_sys_openat2/enable"
+        assert tracefs.read(own).strip() == "1"
+        backend.disable(["do_sys_openat2"])
+        assert tracefs.read(own).strip() == "0"
+    finally:
+        for watch in watches:
+            watch.send_signal(signal.SIGINT)
+            watch.communicate(timeout=60)
+        backend.remove_all()
