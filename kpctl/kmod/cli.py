@@ -62,13 +62,17 @@ def unload() -> None:
     Example:
       sudo kpctl kmod unload
     """
+    from kpctl.errors import KpctlError
     from kpctl.kmod import build
     from kpctl.tracefs import DEFAULT_INSTANCE, Tracefs, find_tracefs
 
     build.unload()
     # The module's events left kpctl's instance with it: drop the instance if nothing
-    # else records there.
-    Tracefs(find_tracefs()).remove_idle_instance(f"instances/{DEFAULT_INSTANCE}")
+    # else records there (and no tracefs mounted means no instance either).
+    try:
+        Tracefs(find_tracefs(mount=False)).remove_idle_instance(f"instances/{DEFAULT_INSTANCE}")
+    except KpctlError:
+        pass
     click.echo("unloaded kpctl_kmod")
 
 

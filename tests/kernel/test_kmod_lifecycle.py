@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from kmod_fixtures import (  # noqa: F401 (fixtures)
     WORKLOAD_SYSCALL,
     built_module,
@@ -20,6 +21,7 @@ from kmod_fixtures import (  # noqa: F401 (fixtures)
     trace_instance,
 )
 
+from kpctl.cli import cli
 from kpctl.kmod import build
 from kpctl.kmod.client import KmodClient, KmodError, KmodNotLoadedError
 from kpctl.kmod.messages import Kind
@@ -81,3 +83,14 @@ def test_rmmod_with_armed_probes_and_a_reader(kmod: KmodClient, trace_instance: 
     with pytest.raises(KmodNotLoadedError):
         KmodClient()
     assert splats_since(before) == []
+
+
+def test_cli_unload_drops_kpctls_idle_instance(kmod: KmodClient, reload_after: None) -> None:
+    runner = CliRunner()
+    added = runner.invoke(cli, ["add", "--backend", "kmod", syscall_symbol(WORKLOAD_SYSCALL), "--name", "kt_unload"])
+    assert added.exit_code == 0, added.output
+    instance = Path("/sys/kernel/tracing/instances/kpctl")
+    assert (instance / "events/kpctl_kmod/enable").read_text().strip() == "1"
+    unloaded = runner.invoke(cli, ["kmod", "unload"])
+    assert (unloaded.exit_code, unloaded.output) == (0, "unloaded kpctl_kmod\n")
+    assert not instance.exists()
