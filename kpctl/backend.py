@@ -107,7 +107,9 @@ class Backends:
                         f"a probe named {probe.event} already exists in backend {other.name}",
                         "choose another with --name",
                     )
-        return target.add(probes, enable=enable, event_filter=event_filter)
+        infos = target.add(probes, enable=enable, event_filter=event_filter)
+        self._reach_watches(target)
+        return infos
 
     def _split(self, names: Sequence[str]) -> list[tuple[Backend, list[str]]]:
         """Which backend holds each name; an unknown name is an error before any change."""
@@ -125,6 +127,20 @@ class Backends:
     def enable(self, names: Sequence[str]) -> None:
         for backend, own in self._split(names):
             backend.enable(own)
+            self._reach_watches(backend)
+
+    def _watch_instances(self) -> list[str]:
+        """The instances of the watches running beside the first, and of killed ones."""
+        return [f"instances/{p.name}" for p in self.tracefs.path("instances").glob(WATCH_INSTANCE_PREFIX + "*")]
+
+    def _reach_watches(self, backend: Backend) -> None:
+        """What backend just turned on reaches the watches that read instances of their own."""
+        self._remove_stale_instances()
+        for instance in self._watch_instances():
+            try:
+                backend.record_into(instance)
+            except FileNotFoundError:
+                pass  # that watch just ended and removed its instance
 
     def disable(self, names: Sequence[str]) -> None:
         for backend, own in self._split(names):
@@ -180,7 +196,7 @@ class Backends:
     def _remove_stale_instances(self) -> None:
         """Instances of watches that were killed (SIGKILL leaves them): one still being
         read is busy, and rmdir leaves it alone."""
-        for path in self.tracefs.path("instances").glob(WATCH_INSTANCE_PREFIX + "*"):
-            pid = path.name.removeprefix(WATCH_INSTANCE_PREFIX)
+        for instance in self._watch_instances():
+            pid = instance.removeprefix(f"instances/{WATCH_INSTANCE_PREFIX}")
             if pid.isdigit() and not (self.tracefs.proc / pid).exists():
-                self.tracefs.remove_instance(f"instances/{path.name}")
+                self.tracefs.remove_instance(instance)

@@ -184,6 +184,20 @@ def test_disable_reaches_the_instance_of_a_second_watch(fake: FakeTracefs) -> No
     assert fake.read("instances/kpctl-watch-4242/events/kpctl/open/enable") == "0\n"
 
 
+def test_enable_and_add_reach_the_instance_of_a_second_watch(fake: FakeTracefs) -> None:
+    (fake.proc / "4242").mkdir()  # the second watch, alive
+    for event in ("open", "open_ret", "vfs_read"):
+        d = fake.path(f"instances/kpctl-watch-4242/events/kpctl/{event}")
+        d.mkdir(parents=True)
+        (d / "enable").write_text("0\n")
+        (d / "filter").write_text("none\n")
+    assert run("enable", "open_ret")[0] == 0
+    assert fake.read("instances/kpctl-watch-4242/events/kpctl/open_ret/enable") == "1\n"
+    assert run("add", "vfs_read", "--filter", "common_pid != 1")[0] == 0
+    assert fake.read("instances/kpctl-watch-4242/events/kpctl/vfs_read/enable") == "1\n"
+    assert fake.read("instances/kpctl-watch-4242/events/kpctl/vfs_read/filter") == "common_pid != 1\n"
+
+
 def test_rm_keeps_the_instance_while_a_disabled_probe_has_a_filter_there(fake: FakeTracefs) -> None:
     fake.write_value("instances/kpctl/events/kpctl/open/enable", "0")
     fake.write_value("instances/kpctl/events/kpctl/open_ret/filter", "ret < 0")

@@ -416,17 +416,24 @@ def test_rm_keeps_a_disabled_probes_filter(backend: TracefsBackend, tracefs: Tra
     assert not tracefs.path("instances/kpctl").exists()
 
 
-def test_disable_reaches_a_second_watch(backend: TracefsBackend, tracefs: Tracefs) -> None:
+def test_enable_disable_and_add_reach_a_second_watch(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    """The second watch's own instance follows what kpctl turns on and off."""
+    runner = CliRunner()
     backend.add([probe("do_sys_openat2")])
     watches = []
     try:
         for _ in range(2):
             watches.append(_watch_process("--duration", "120"))
             _wait_until_watching(watches[-1])
-        own = f"instances/kpctl-watch-{watches[1].pid}/events/kpctl/do_sys_openat2/enable"
-        assert tracefs.read(own).strip() == "1"
-        backend.disable(["do_sys_openat2"])
-        assert tracefs.read(own).strip() == "0"
+        own = f"instances/kpctl-watch-{watches[1].pid}/events/kpctl"
+        assert tracefs.read(f"{own}/do_sys_openat2/enable").strip() == "1"
+        assert runner.invoke(cli, ["disable", "do_sys_openat2"]).exit_code == 0
+        assert tracefs.read(f"{own}/do_sys_openat2/enable").strip() == "0"
+        assert runner.invoke(cli, ["enable", "do_sys_openat2"]).exit_code == 0
+        assert tracefs.read(f"{own}/do_sys_openat2/enable").strip() == "1"
+        assert runner.invoke(cli, ["add", "vfs_write", "--filter", "common_pid != 1"]).exit_code == 0
+        assert tracefs.read(f"{own}/vfs_write/enable").strip() == "1"
+        assert tracefs.read(f"{own}/vfs_write/filter").strip() == "common_pid != 1"
     finally:
         for watch in watches:
             watch.send_signal(signal.SIGINT)
