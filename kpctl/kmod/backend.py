@@ -118,10 +118,13 @@ class KmodBackend:
         self.record_into(self.instance)
 
     def record_into(self, instance: str) -> None:
-        self.tracefs.write_value(f"{instance}/events/{EVENT_SYSTEM}/enable", "1")
+        self._switch_events(instance, True)
+
+    def _switch_events(self, instance: str, on: bool) -> None:
+        self.tracefs.write_value(f"{instance}/events/{EVENT_SYSTEM}/enable", "1" if on else "0")
 
     def _stop_recording_when_empty(self) -> None:
         if self.client.dump() or not self.tracefs.path(self.instance).is_dir():
             return
-        self.tracefs.write_value(f"{self.instance}/events/{EVENT_SYSTEM}/enable", "0")
+        self._switch_events(self.instance, False)
         self.tracefs.remove_idle_instance(self.instance)
