@@ -123,7 +123,10 @@ def disassemble(code: bytes, address: int, arch: Arch, boundaries: Collection[in
     out: list[Instruction] = []
     offset = 0
     while offset < len(code):
-        decoded = next(decoder.disasm_lite(code[offset:], address + offset, 1), None)
+        # Run to the end, not next(): a generator closed by the garbage collector frees
+        # capstone's buffer in a finalizer, where a Ctrl-C is printed and then dropped.
+        found = list(decoder.disasm_lite(code[offset:], address + offset, 1))
+        decoded = found[0] if found else None
         size = decoded[1] if decoded else 0
         if decoded and (boundaries is None or offset in boundaries or not out):
             mnemonic, operands = decoded[2], decoded[3]

@@ -422,7 +422,7 @@ class Inspector:
         The probes live in kpctl's inspect group and instance and are removed on every
         way out: return, exception, Ctrl-C, and SIGTERM (turned into StopRequested).
         """
-        from kpctl.watch import stop_on_sigterm
+        from kpctl.watch import signals_ignored, stop_on_sigterm
 
         if not report.probeable:
             raise KpctlError(f"no probe may go at {report.target}: {report.reasons[0]}")
@@ -430,7 +430,18 @@ class Inspector:
         # nor read each other's.
         tag = f"p{os.getpid()}"
         backend = TracefsBackend(self.tracefs, group=INSPECT_GROUP, instance=f"{INSPECT_GROUP}_{tag}")
-        with Kcore(self.kcore_path) as kcore, stop_on_sigterm():
+        with stop_on_sigterm():
+            try:
+                self._record_stages(report, backend, tag, wait, instructions)
+            finally:
+                # add() undoes a probe it is interrupted in, but not the instance it (or
+                # hit_pipe()) made: that is this process's alone, so it goes in any case.
+                with signals_ignored():
+                    self.tracefs.remove_instance(backend.instance)
+        return report
+
+    def _record_stages(self, report: Report, backend: TracefsBackend, tag: str, wait: float, instructions: int) -> None:
+        with Kcore(self.kcore_path) as kcore:
             code = Code(kcore, report, code_window(report, instructions))
             before = code.read()
             original = code.decode(before)
@@ -448,7 +459,6 @@ class Inspector:
                 report.steps.extend(self._watch_entry(code, snapshot, entry, started, wait, site == report.offset))
             report.steps.append(self._restored(code, before, snapshot, wait))
             report.ret = self._return_trip(backend, code, snapshot, tag + "_ret", wait)
-        return report
 
     def _state(self, probe: Probe) -> KprobeState | None:
         where = f"{probe.target.symbol}+{probe.target.offset:#x}"

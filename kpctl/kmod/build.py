@@ -18,6 +18,7 @@ from pathlib import Path
 from kpctl.errors import KpctlError, PermissionDeniedError
 from kpctl.kmod import MODULE, SYSFS, is_loaded
 
+
 def _find_source() -> Path:
     """kmod/ of the checkout kpctl runs from, else the copy `pip install .` put in
     PREFIX/share/kpctl/kmod (pyproject.toml's data-files)."""

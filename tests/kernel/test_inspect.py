@@ -15,10 +15,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import require
 
+from kpctl.backend import ProbeInfo
 from kpctl.disasm import ARM64_KPROBE_BRK, X86_INT3, X86_JMP32, Arch, host_arch
 from kpctl.errors import KernelRejectedError
 from kpctl.inspect import INSPECT_GROUP, Inspector, Report, Step, kprobes_on_ftrace
@@ -220,3 +222,18 @@ def test_arm_interrupted_removes_its_probe(inspector: Inspector, signum: int) ->
         proc.kill()
     assert proc.returncode == 1
     assert err == "Error: interrupted: inspect --arm removed its probes and shows nothing\n"
+
+
+def test_arm_interrupted_while_adding_removes_its_instance(inspector: Inspector, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C that lands in add() of the return probe (add() undoes its own probe): the
+    instance hit_pipe() made for that probe goes too; the fixture checks."""
+    real_add = TracefsBackend.add
+
+    def add_interrupted_at_return(self: TracefsBackend, probes: list[Probe], **kwargs: Any) -> list[ProbeInfo]:
+        if probes[0].is_return:
+            raise KeyboardInterrupt
+        return real_add(self, probes, **kwargs)
+
+    monkeypatch.setattr(TracefsBackend, "add", add_interrupted_at_return)
+    with pytest.raises(KeyboardInterrupt):
+        inspector.arm(inspector.inspect(FUNCTION), wait=1)
