@@ -392,6 +392,7 @@ class TracefsBackend:
         except BaseException:
             wanted = set(names)
             self._undo(p for p in self._defined() if p.event in wanted)
+            self.tracefs.remove_idle_instance(self.instance)  # made for a probe that is gone
             raise
         return [ProbeInfo(p, enable, event_filter, self.name) for p in probes]
 

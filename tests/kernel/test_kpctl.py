@@ -219,13 +219,15 @@ def test_filter_keeps_only_matching_hits(backend: TracefsBackend, tracefs: Trace
     assert hits == []
 
 
-def test_bad_filter_is_refused_with_kernel_reason_and_nothing_added(backend: TracefsBackend) -> None:
+def test_bad_filter_is_refused_with_kernel_reason_and_nothing_added(backend: TracefsBackend, tracefs: Tracefs) -> None:
     from kpctl.errors import ProbeSyntaxError
 
+    assert not tracefs.path("instances/kpctl").exists()
     with pytest.raises(ProbeSyntaxError) as e:
         backend.add([probe("vfs_read")], event_filter="no_such_field == 1")
     assert e.value.message == "kernel rejected filter: Field not found"
     assert backend.list_probes() == []
+    assert not tracefs.path("instances/kpctl").exists(), "the instance made for the filter stayed"
 
 
 def test_disable_stops_hits_and_enable_resumes(backend: TracefsBackend, tracefs: Tracefs) -> None:
