@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import platform
 import struct
+import sys
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -91,10 +93,30 @@ def host_arch(machine: str | None = None) -> Arch:
 _decoders: dict[Arch, Any] = {}
 
 
+def _import_capstone() -> Any:
+    """capstone 4 (Debian 12) imports distutils.sysconfig to find its library. setuptools'
+    distutils shim (distutils-precedence.pth, on sys.meta_path from start-up) answers that
+    by importing setuptools: 0.2 s, 2.7 s of `kpctl inspect` in an emulated guest. Python
+    3.11's own distutils gives the same answer in 5 ms, so the shim steps aside for it."""
+    shims = [f for f in sys.meta_path if type(f).__module__ == "_distutils_hack"]
+    if "distutils" not in sys.stdlib_module_names or "distutils" in sys.modules or not shims:
+        import capstone
+        return capstone
+    for shim in shims:
+        sys.meta_path.remove(shim)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # distutils is deprecated in 3.11
+            import capstone
+    finally:
+        sys.meta_path[0:0] = shims
+    return capstone
+
+
 def _capstone(arch: Arch) -> Any:
     if arch not in _decoders:
         try:
-            import capstone
+            capstone = _import_capstone()
         except ImportError as e:
             raise KpctlError(
                 "disassembly needs capstone, which is not installed",
