@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 
 from kpctl.disasm import (
@@ -134,7 +135,7 @@ class SymbolTable:
 
     @cached_property
     def _sorted(self) -> tuple[list[int], list[KernelSymbol]]:
-        symbols = sorted((s for group in self.by_name.values() for s in group), key=lambda s: s.address)
+        symbols = sorted((s for group in self.by_name.values() for s in group), key=attrgetter("address"))
         return [s.address for s in symbols], symbols
 
     def size_of(self, symbol: KernelSymbol) -> int:
@@ -192,7 +193,7 @@ def parse_inspect_target(text: str) -> Target:
     return target
 
 
-def resolve(target: Target, tracefs: Tracefs, arch: Arch) -> Report:
+def resolve(target: Target, tracefs: Tracefs, arch: Arch, table: SymbolTable) -> Report:
     """The function of target from kallsyms, and what the symbol tables say about it."""
     symbols = tracefs.symbols
     name = target.symbol
@@ -208,7 +209,7 @@ def resolve(target: Target, tracefs: Tracefs, arch: Arch) -> Report:
     first = functions[0]
     if first.address == 0:
         raise hidden_addresses_error()
-    size = SymbolTable(symbols.by_name).size_of(first)
+    size = table.size_of(first)
     reasons: list[str] = []
     notes: list[str] = []
     if len(functions) > 1:
@@ -376,7 +377,7 @@ class Inspector:
         return SymbolTable(self.tracefs.symbols.by_name, self.tracefs.proc / "kallsyms")
 
     def inspect(self, text: str, instructions: int = 16) -> Report:
-        report = resolve(parse_inspect_target(text), self.tracefs, self.arch)
+        report = resolve(parse_inspect_target(text), self.tracefs, self.arch, self.symbols)
         report.probes = probes_on(
             report, self.tracefs.kprobe_states(), self.tracefs.defined_probes(), self.group, kmod_probes())
         try:

@@ -13,14 +13,14 @@ import fnmatch
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 _TEXT_TYPES = frozenset("tTwW")
 # Suffixes GCC gives clones of a function (interprocedural SRA, constant propagation, partial inlining).
 _CLONE_MARKERS = (".isra.", ".constprop.", ".part.", ".cold", ".llvm.")
 
 
-@dataclass(frozen=True)
-class KernelSymbol:
+class KernelSymbol(NamedTuple):  # a tuple: kallsyms makes 100,000 of them, a dataclass is slower
     name: str
     address: int
     type: str  # kallsyms type letter: t/T text, d/D data, ...
@@ -45,13 +45,19 @@ class KernelSymbols:
     def by_name(self) -> dict[str, list[KernelSymbol]]:
         table: dict[str, list[KernelSymbol]] = {}
         with open(self._kallsyms, errors="replace") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) < 3:
+            for fields in map(str.split, f):
+                if len(fields) == 3:
+                    address, kind, name = fields
+                    symbol = KernelSymbol(name, int(address, 16), kind, None)
+                elif len(fields) == 4:
+                    address, kind, name, module = fields
+                    symbol = KernelSymbol(name, int(address, 16), kind, module.strip("[]"))
+                else:
                     continue
-                module = fields[3].strip("[]") if len(fields) > 3 else None
-                symbol = KernelSymbol(fields[2], int(fields[0], 16), fields[1], module)
-                table.setdefault(symbol.name, []).append(symbol)
+                if name in table:
+                    table[name].append(symbol)
+                else:
+                    table[name] = [symbol]
         return table
 
     @cached_property

@@ -38,15 +38,23 @@ def _arch() -> Arch:
     return host_arch()
 
 
-@pytest.fixture
-def inspector() -> Iterator[Inspector]:
+@pytest.fixture(scope="module")
+def shared_inspector() -> Inspector:
+    """One for the module: its kallsyms tables take seconds to build under emulation.
+    Code pages made at run time are read afresh by every inspection (SymbolTable.dynamic)."""
     require(os.geteuid() == 0, "needs root")
     require(Path("/proc/kcore").exists(), "needs /proc/kcore (CONFIG_PROC_KCORE)")
     require(importlib.util.find_spec("capstone") is not None, "needs capstone")
     tracefs = Tracefs(find_tracefs())
     require(tracefs.path("kprobe_events").exists(), "needs kprobe events")
     require((tracefs.debugfs / "kprobes" / "list").exists(), "needs debugfs kprobes/list")
-    yield Inspector(tracefs, _arch())
+    return Inspector(tracefs, _arch())
+
+
+@pytest.fixture
+def inspector(shared_inspector: Inspector) -> Iterator[Inspector]:
+    tracefs = shared_inspector.tracefs
+    yield shared_inspector
     leftover = [line for line in tracefs.read("kprobe_events").splitlines() if f"{INSPECT_GROUP}/" in line]
     assert not leftover, f"inspect left probes behind: {leftover}"
     left = [d.name for d in tracefs.path("instances").iterdir() if d.name.startswith(INSPECT_GROUP)]
