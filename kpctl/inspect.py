@@ -43,7 +43,7 @@ from kpctl.hits import Hit, HitParser
 from kpctl.kcore import Kcore, KcoreError, hidden_addresses_error
 from kpctl.model import Probe, Target, parse_fetch_arg, parse_target
 from kpctl.symbols import KernelSymbol
-from kpctl.tracefs import KprobeState, Tracefs, TracefsBackend
+from kpctl.tracefs import KprobeState, Tracefs, TracefsBackend, open_file
 
 INSPECT_GROUP = "kpctl_inspect"  # inspect --arm's own group (and instance prefix): user probes stay untouched
 KMOD_MODULE = Path("/sys/module/kpctl_kmod")
@@ -560,8 +560,8 @@ def first_return(pipe: Path, parser: HitParser, event: str, wait: float) -> Hit 
     """The first return hit of event in trace_pipe within wait seconds, this process's
     own when there is one. Each round makes a read(2) of our own, so that functions on the
     read path (vfs_read, ksys_read, ...) return at least once."""
-    fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
-    try:
+    with open_file(pipe, os.O_RDONLY | os.O_NONBLOCK) as file:
+        fd = file.fileno()
         deadline = time.monotonic() + wait
         text = ""
         while time.monotonic() < deadline:
@@ -576,8 +576,6 @@ def first_return(pipe: Path, parser: HitParser, event: str, wait: float) -> Hit 
             if hits:
                 return min(hits, key=lambda h: h.pid != os.getpid())
         return None
-    finally:
-        os.close(fd)
 
 
 # --- output (pure) ---------------------------------------------------------------------

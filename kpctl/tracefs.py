@@ -16,8 +16,10 @@ Rules this module keeps, each for a reason:
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
+import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -186,15 +188,13 @@ class Tracefs:
         open for the block: the only way kpctl writes those files."""
         path = self.path(relative)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            file = open_file(path, os.O_WRONLY | os.O_APPEND)
         except PermissionError as e:
             raise _permission_error(path) from e
         except FileNotFoundError as e:
             raise TracefsError(f"{path} does not exist", _missing_file_hint(relative)) from e
-        try:
-            yield lambda command: _write_all(fd, command.encode() + b"\n")
-        finally:
-            os.close(fd)
+        with file:
+            yield lambda command: _write_all(file.fileno(), command.encode() + b"\n")
 
     def append_command(self, relative: str, command: str) -> None:
         with self.command_writer(relative) as write:
@@ -205,13 +205,11 @@ class Tracefs:
         assert Path(relative).name not in _NEVER_TRUNCATE, "probe definitions are only appended to"
         path = self.path(relative)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+            file = open_file(path, os.O_WRONLY | os.O_TRUNC)
         except PermissionError as e:
             raise _permission_error(path) from e
-        try:
-            os.write(fd, value.encode() + b"\n")
-        finally:
-            os.close(fd)
+        with file:
+            os.write(file.fileno(), value.encode() + b"\n")
 
     def make_instance(self, relative: str) -> None:
         path = self.path(relative)
@@ -285,6 +283,19 @@ class Tracefs:
             return parse_kprobe_list((self.debugfs / "kprobes" / "list").read_text(errors="replace"))
         except OSError:
             return []  # debugfs not mounted: the state column stays empty
+
+
+def open_file(path: Path, flags: int) -> io.FileIO:
+    """os.open(path, flags) as a file object, which closes its descriptor when dropped.
+    Ctrl-C and SIGTERM wait until it exists: a Python handler run just as os.open()
+    returns would lose a bare descriptor, and one left open in a tracefs instance makes
+    removing the instance fail with EBUSY (instance_rmdir()) until the process exits."""
+    mode = "r" if flags & os.O_ACCMODE == os.O_RDONLY else "w"
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        return io.FileIO(os.open(path, flags), mode)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from kpctl.hits import HitStream
+from kpctl.tracefs import open_file
 
 # How long one poll() may block, so that --duration ends on time even with no hits.
 _POLL_MS = 250
@@ -53,7 +54,8 @@ def pump(pipe: Path, stream: HitStream, duration: float | None = None) -> None:
     tail after the last newline waits for the next read.
     """
     deadline = None if duration is None else time.monotonic() + duration
-    fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    file = open_file(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    fd = file.fileno()
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     partial = b""
@@ -79,4 +81,4 @@ def pump(pipe: Path, stream: HitStream, duration: float | None = None) -> None:
                 stream.feed(data[:cut].decode(errors="backslashreplace"))
                 stream.flush()
     finally:
-        os.close(fd)
+        file.close()

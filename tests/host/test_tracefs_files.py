@@ -1,14 +1,16 @@
 """Parsers of tracefs and debugfs files, against what real kernels wrote."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
 from captured import CAPTURES
 
 from kpctl.features import detect_features
-from kpctl.tracefs import parse_error_log, parse_kprobe_list, parse_kprobe_profile
+from kpctl.tracefs import open_file, parse_error_log, parse_kprobe_list, parse_kprobe_profile
 
 
 def error_cases(capture: Path) -> list[tuple[str, str]]:
@@ -70,3 +72,22 @@ def test_readme_features_match_what_the_kernel_accepted(capture: Path) -> None:
     assert features["return_suffix"] == ("accepted: p:kpcap/retsfx vfs_read%return" in results)
     assert features["btf_args"] == ("accepted: p:kpcap/btf vfs_read count" in results)
     assert features["immediate"] == ("accepted: p:kpcap/imm" in results)
+
+
+def test_open_file_loses_no_descriptor_to_a_ctrl_c_as_it_opens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C arriving while os.open() runs is raised once the descriptor is owned by
+    a file object, which closes it: a leaked one keeps a tracefs instance busy."""
+    target = tmp_path / "enable"
+    target.write_text("0\n")
+    real_open = os.open
+
+    def open_then_interrupted(path: Path, flags: int) -> int:
+        fd = real_open(path, flags)
+        signal.raise_signal(signal.SIGINT)
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_interrupted)
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(KeyboardInterrupt):
+        open_file(target, os.O_WRONLY | os.O_TRUNC)
+    assert set(os.listdir("/proc/self/fd")) == before
