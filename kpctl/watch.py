@@ -54,12 +54,11 @@ def pump(pipe: Path, stream: HitStream, duration: float | None = None) -> None:
     tail after the last newline waits for the next read.
     """
     deadline = None if duration is None else time.monotonic() + duration
-    file = open_file(pipe, os.O_RDONLY | os.O_NONBLOCK)
-    fd = file.fileno()
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    partial = b""
-    try:
+    with open_file(pipe, os.O_RDONLY | os.O_NONBLOCK) as file:
+        fd = file.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        partial = b""
         while not stream.done:
             timeout = _POLL_MS
             if deadline is not None:
@@ -80,5 +79,3 @@ def pump(pipe: Path, stream: HitStream, duration: float | None = None) -> None:
             if cut:
                 stream.feed(data[:cut].decode(errors="backslashreplace"))
                 stream.flush()
-    finally:
-        file.close()

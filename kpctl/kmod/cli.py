@@ -62,7 +62,7 @@ def unload() -> None:
     Example:
       sudo kpctl kmod unload
     """
-    from kpctl.errors import KpctlError
+    from kpctl.errors import TracefsError
     from kpctl.kmod import build
     from kpctl.tracefs import DEFAULT_INSTANCE, Tracefs, find_tracefs
 
@@ -71,7 +71,7 @@ def unload() -> None:
     # else records there (and no tracefs mounted means no instance either).
     try:
         Tracefs(find_tracefs(mount=False)).remove_idle_instance(f"instances/{DEFAULT_INSTANCE}")
-    except KpctlError:
+    except TracefsError:
         pass
     click.echo("unloaded kpctl_kmod")
 
