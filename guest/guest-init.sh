@@ -24,6 +24,11 @@ mkdir -p $kmod_cache $kmod_build
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 kmodbuild $kmod_cache
 cp -r --preserve=timestamps $kmod_cache/. $kmod_build/
 hostname kpctl-guest
+# Kernel messages up to KERN_INFO reach the console as they happen (a WARN's, an Oops's
+# and a lockup's backtraces are KERN_DEFAULT or KERN_INFO), where the harness watches
+# for them; a task stuck in D state is reported after a minute, not two.
+dmesg -n 7
+echo 60 > /proc/sys/kernel/hung_task_timeout_secs
 ip link set lo up
 
 # kpctl from the checkout, as `pip install .` would provide it.

@@ -37,8 +37,15 @@ ARCHES = ("x86_64", "arm64")
 # Lines in a guest's kernel log that mean the kernel itself went wrong during a run.
 SPLAT = re.compile(
     r"WARNING: |BUG: |kernel BUG|Oops|general protection fault|Call Trace:|"
-    r"possible circular locking|lockdep|KASAN|UBSAN|Kernel panic|RCU stall|soft lockup"
+    r"possible circular locking|lockdep|KASAN|UBSAN|Kernel panic|detected stall|"
+    r"soft lockup|hard LOCKUP|blocked for more than"
 )
+# A kernel message on the console (CONFIG_PRINTK_TIME), as opposed to the command's own
+# output, which the guest copies there too and which may quote a splat.
+KERNEL_LINE = re.compile(rb"\[ *\d+\.\d{6}\] (.*)")
+# How long a guest may go on after a splat on its console, so the log holds its
+# backtrace, before the harness stops it.
+SPLAT_GRACE = 5.0
 
 
 class HarnessError(Exception):
@@ -180,6 +187,7 @@ def run(guest: Guest, command: str, timeout: float = 1800, echo: bool = True) ->
     (outdir / "cmd.sh").write_text(command + "\n")
     console_log = outdir / "console.log"
     lock = _locked(CACHE / "vm.lock")  # one guest at a time on a 2-core machine
+    watch = ConsoleWatch()
     try:
         started = time.monotonic()
         with open(console_log, "wb") as log:
@@ -194,12 +202,19 @@ def run(guest: Guest, command: str, timeout: float = 1800, echo: bool = True) ->
                 if chunk:
                     log.write(chunk)
                     log.flush()
+                    watch.feed(chunk)
                     if echo:
                         sys.stdout.buffer.write(chunk)
                         sys.stdout.flush()
                 if proc.poll() is not None and not chunk:
                     break
-                if time.monotonic() - started > timeout:
+                now = time.monotonic()
+                if watch.seen_at is not None and now - watch.seen_at > SPLAT_GRACE:
+                    # A kernel that has splatted may never power off: stop it now.
+                    proc.kill()
+                    proc.wait()
+                    break
+                if now - started > timeout:
                     proc.kill()
                     proc.wait()
                     raise HarnessError(
@@ -212,10 +227,15 @@ def run(guest: Guest, command: str, timeout: float = 1800, echo: bool = True) ->
         os.close(lock)
     rc_file = outdir / "rc"
     console = console_log.read_text(errors="replace")
-    if not rc_file.exists():
-        panic = next((line.strip() for line in console.splitlines() if "Kernel panic" in line), None)
+    panic = next((line.strip() for line in console.splitlines() if "Kernel panic" in line), None)
+    if panic or (not rc_file.exists() and watch.first is None):
         why = panic or f"qemu exited with {proc.returncode} before the command finished"
         raise HarnessError(f"guest {guest}: crashed: {why}; console log kept at {console_log}")
+    if watch.first is not None:
+        raise HarnessError(
+            f"guest {guest}: kernel log shows a splat: {watch.first}; console log kept at "
+            f"{console_log}; the console from there:\n{watch.excerpt()}"
+        )
     dmesg = (outdir / "dmesg").read_text(errors="replace")
     splats = [line for line in dmesg.splitlines() if SPLAT.search(line)]
     if splats:
@@ -232,6 +252,32 @@ def run(guest: Guest, command: str, timeout: float = 1800, echo: bool = True) ->
         kernel_release=release.group(1) if release else "?",
         console_log=console_log,
     )
+
+
+class ConsoleWatch:
+    """Finds the first kernel splat in a guest's console output as it streams."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self.first: str | None = None
+        self.seen_at: float | None = None
+        self._after: list[str] = []
+
+    def feed(self, chunk: bytes) -> None:
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for raw in lines:
+            line = raw.rstrip(b"\r").decode(errors="replace")
+            if self.first is not None:
+                self._after.append(line)
+                continue
+            kernel = KERNEL_LINE.search(raw)
+            if kernel and SPLAT.search(kernel.group(1).decode(errors="replace")):
+                self.first = line.strip()
+                self.seen_at = time.monotonic()
+                self._after.append(line)
+
+    def excerpt(self, lines: int = 60) -> str:
+        return "\n".join(self._after[:lines])
 
 
 def shell(guest: Guest) -> int:

@@ -69,7 +69,8 @@ static int kpctl_fill_probe(struct sk_buff *skb, struct kpctl_probe *p,
 		    nla_put_u64_64bit(skb, KPCTL_A_RET_NMISSED, p->rp.nmissed,
 				      KPCTL_A_PAD))
 			goto cancel;
-	} else if (nla_put_u64_64bit(skb, KPCTL_A_POST_HITS,
+	} else if (p->kp.post_handler &&
+		   nla_put_u64_64bit(skb, KPCTL_A_POST_HITS,
 				     atomic64_read(&p->post_hits), KPCTL_A_PAD)) {
 		goto cancel;
 	}

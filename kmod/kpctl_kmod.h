@@ -40,7 +40,7 @@ enum kpctl_attr {
 	KPCTL_A_ENABLED,	/* u8, 0 or 1 */
 	KPCTL_A_ADDR,		/* u64, resolved probe address (reply only) */
 	KPCTL_A_HITS,		/* u64, pre_handler or entry_handler calls */
-	KPCTL_A_POST_HITS,	/* u64, post_handler calls (entry probes) */
+	KPCTL_A_POST_HITS,	/* u64, post_handler calls (entry probes off ftrace sites) */
 	KPCTL_A_RET_HITS,	/* u64, return handler calls (return probes) */
 	KPCTL_A_NMISSED,	/* u64, kprobe.nmissed: hits skipped on reentry */
 	KPCTL_A_RET_NMISSED,	/* u64, kretprobe.nmissed: no free instance */

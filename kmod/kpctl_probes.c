@@ -162,6 +162,59 @@ static void kpctl_register_error(int err, struct netlink_ext_ack *extack)
 	}
 }
 
+/*
+ * Whether register_kprobe() puts a probe on symbol+offset on ftrace (KPROBE_FLAG_FTRACE,
+ * from check_ftrace_location()): asked of the kernel itself, since ftrace_location() is
+ * not exported, with a probe that has no handlers and is never armed.
+ */
+static int kpctl_on_ftrace(const char *symbol, u32 offset, bool *on_ftrace)
+{
+	struct kprobe scout = {
+		.symbol_name = symbol,
+		.offset = offset,
+		.flags = KPROBE_FLAG_DISABLED,
+	};
+	int err;
+
+	err = register_kprobe(&scout);
+	if (err)
+		return err;
+	*on_ftrace = kprobe_ftrace(&scout);
+	unregister_kprobe(&scout);
+	return 0;
+}
+
+/*
+ * Entry probes get a post_handler (it counts the single-stepped or emulated
+ * instruction, and keeps the probe a breakpoint: a probe with one is never optimized
+ * into a jump) only where the kernel plants a breakpoint, never on an ftrace site.
+ *
+ * On ftrace sites the kernel arms a probe through kprobe_ipmodify_ops when its
+ * (aggregate) probe has a post_handler and through kprobe_ftrace_ops otherwise, and
+ * chooses again when it disarms. add_new_kprobe() sets the aggregate's post_handler
+ * when a probe with one joins an aggregate that is already armed, without re-arming
+ * it: the last unregister then disarms through the ops it was not armed with, fails
+ * ("Failed to disarm kprobe-ftrace ... (error -2)"), leaves the probe in the kernel's
+ * table, and the caller frees it under the kernel's feet. Any kprobe without a
+ * post_handler armed there first (tracefs, perf, BPF, our own return probes) sets
+ * this up. Present since 0bc11ed5ab60 ("kprobes: Allow kprobes coexist with
+ * livepatch", v5.4); 5dd7caf0bdc5 (v6.1) fixed the other direction only (a
+ * post_handler probe leaving); seen on Debian's 6.1.0-57 and 6.12.
+ */
+static int kpctl_entry_handlers(struct kpctl_probe *p)
+{
+	bool on_ftrace;
+	int err;
+
+	err = kpctl_on_ftrace(p->symbol, p->offset, &on_ftrace);
+	if (err)
+		return err;
+	p->kp.pre_handler = kpctl_pre_handler;
+	if (!on_ftrace)
+		p->kp.post_handler = kpctl_post_handler;
+	return 0;
+}
+
 struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 				    struct netlink_ext_ack *extack)
 {
@@ -199,10 +252,9 @@ struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 		p->rp.maxactive = spec->maxactive;
 		err = register_kretprobe(&p->rp);
 	} else {
-		/* A post_handler keeps the probe from being optimized into a jump. */
-		kp->pre_handler = kpctl_pre_handler;
-		kp->post_handler = kpctl_post_handler;
-		err = register_kprobe(kp);
+		err = kpctl_entry_handlers(p);
+		if (!err)
+			err = register_kprobe(kp);
 	}
 	if (err) {
 		kpctl_register_error(err, extack);

@@ -69,8 +69,9 @@ class KmodProbe:
     """A probe held by the module, as a GET or ADD reply describes it.
 
     hits counts the pre_handler (entry probes) or the entry_handler (return probes);
-    post_hits only exists for entry probes, maxactive, ret_hits and ret_nmissed only
-    for return probes.
+    post_hits (the single-stepped instruction) only exists for entry probes planted as
+    a breakpoint, not on an ftrace site; maxactive, ret_hits and ret_nmissed only for
+    return probes.
     """
 
     id: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,42 @@ def test_kernel_warning_in_dmesg_fails_the_run() -> None:
 def test_failing_kernel_test_fails_make_test(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(harness.HarnessError, match=rf"guest {GUEST}: kernel tests failed \(pytest exit 1\): 1 failed"):
         harness.test(GUEST, "tests/harness/guest_failing.py", timeout=300)
+
+
+@pytest.fixture(scope="module")
+def splat_module() -> str:
+    """tests/harness/splat_kmod built in the guest (kept with the image's module builds)."""
+    result = harness.run(GUEST, "sh tests/harness/splat_kmod/build.sh", timeout=900, echo=False)
+    assert result.returncode == 0, result.output
+    return result.output.split()[-1]
+
+
+def test_kernel_warning_stops_the_guest_at_once(splat_module: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(harness.HarnessError, match=rf"guest {GUEST}: kernel log shows a splat: .*WARNING: CPU: \d+ PID: \d+ at .*kpctl_splat") as exc:
+        harness.run(GUEST, f"insmod {splat_module} what=warn; sleep 600", timeout=600, echo=False)
+    # Boot, the WARN, the grace for its backtrace: nowhere near the command's 600 s.
+    assert time.monotonic() - started < 150
+    assert "Call Trace:" in str(exc.value) and "kpctl_splat_init" in str(exc.value)
+
+
+def test_soft_lockup_stops_the_guest_at_once(splat_module: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(harness.HarnessError, match=rf"guest {GUEST}: kernel log shows a splat: .*BUG: soft lockup"):
+        harness.run(GUEST, f"insmod {splat_module} what=softlockup", timeout=600, echo=False)
+    assert time.monotonic() - started < 200
+
+
+def test_quoted_splat_in_command_output_is_not_a_splat() -> None:
+    # Only the kernel's own (timestamped) lines count: a test may print a splat's text.
+    result = harness.run(GUEST, "echo 'BUG: soft lockup, Oops, WARNING: CPU: 0 PID: 1'", timeout=300, echo=False)
+    assert result.returncode == 0
+
+
+def test_console_watch_finds_the_first_kernel_splat() -> None:
+    watch = harness.ConsoleWatch()
+    watch.feed(b"Oops in my own output\n[   12.000001] rcu: INFO: rcu_sched detected stall")
+    assert watch.first is None  # no kernel line is complete yet
+    watch.feed(b"s on CPUs/tasks:\r\n[   12.000002] Call Trace:\n")
+    assert watch.first == "[   12.000001] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:"
+    assert watch.excerpt().splitlines()[1] == "[   12.000002] Call Trace:"

@@ -107,10 +107,13 @@ def test_requests_encode_to_the_captured_bytes(capture: Path) -> None:
 
 
 def test_add_replies(capture: Path) -> None:
+    meta, _ = load(capture)
     (entry,) = probes(capture, "add_entry")
     (ret,) = probes(capture, "add_return")
     assert (entry.name, entry.kind, entry.offset, entry.enabled, entry.hits) == ("cap_entry", Kind.ENTRY, 0, True, 0)
-    assert (entry.post_hits, entry.maxactive, entry.ret_hits) == (0, None, None)
+    # No post_handler on x86's ftrace site at a function's entry (kmod/kpctl_probes.c).
+    post_hits = None if meta["arch"] == "x86_64" else 0
+    assert (entry.post_hits, entry.maxactive, entry.ret_hits) == (post_hits, None, None)
     assert entry.symbol.endswith("_sys_sched_get_priority_max") and entry.address > 0
     assert (ret.name, ret.kind, ret.maxactive, ret.ret_hits, ret.ret_nmissed) == ("cap_ret", Kind.RETURN, 16, 0, 0)
     assert ret.post_hits is None and ret.target == f"{ret.symbol}%return"
@@ -122,7 +125,8 @@ def test_get_and_dump_show_the_workload(capture: Path) -> None:
     meta, _ = load(capture)
     calls = meta["calls"]
     (entry,) = probes(capture, "get_entry")
-    assert (entry.name, entry.hits, entry.post_hits, entry.missed) == ("cap_entry", calls, calls, 0)
+    post_hits = None if meta["arch"] == "x86_64" else calls
+    assert (entry.name, entry.hits, entry.post_hits, entry.missed) == ("cap_entry", calls, post_hits, 0)
     dumped = probes(capture, "dump")
     assert [p.name for p in dumped] == ["cap_entry", "cap_ret"]
     assert (dumped[1].hits, dumped[1].ret_hits) == (calls, calls)

@@ -37,8 +37,8 @@ def test_entry_probe_counts_every_hit(kmod: KmodClient, trace_instance: Path) ->
     assert probe.address > 0 and probe.hits == 0
     run_workload(N)
     got = kmod.get(probe.id)
-    # pre_handler and post_handler both ran once per call: nothing was missed.
-    assert (got.hits, got.post_hits, got.nmissed) == (N, N, 0)
+    # The pre_handler ran once per call: nothing was missed (post_hits: test_kmod_shared_address.py).
+    assert (got.hits, got.nmissed) == (N, 0)
     assert got.ret_hits is None and got.maxactive is None
     if platform.machine() == "x86_64":
         # x86 puts a probe at a function's ftrace site on ftrace (guest-vms.md).
