@@ -180,24 +180,14 @@ static int kpctl_remove(struct genl_info *info, struct kpctl_probe *p)
 	return 0;
 }
 
-static int kpctl_set_enabled(struct genl_info *info, struct kpctl_probe *p,
-			     bool enabled)
-{
-	int err = kpctl_probe_set_enabled(p, enabled);
-
-	if (err)
-		GENL_SET_ERR_MSG(info, "the kernel refused: the probed code is gone");
-	return err;
-}
-
 static int kpctl_enable(struct genl_info *info, struct kpctl_probe *p)
 {
-	return kpctl_set_enabled(info, p, true);
+	return kpctl_probe_set_enabled(p, true, info->extack);
 }
 
 static int kpctl_disable(struct genl_info *info, struct kpctl_probe *p)
 {
-	return kpctl_set_enabled(info, p, false);
+	return kpctl_probe_set_enabled(p, false, info->extack);
 }
 
 static int kpctl_cmd_remove(struct sk_buff *skb, struct genl_info *info)

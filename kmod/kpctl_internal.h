@@ -17,6 +17,7 @@ struct kpctl_probe {
 	u32 id;
 	enum kpctl_kind kind;
 	u32 offset;
+	unsigned long addr;		/* resolved before registering */
 	char name[KPCTL_NAME_MAX + 1];
 	char symbol[KSYM_NAME_LEN];	/* kp.symbol_name points here */
 	union {
@@ -53,7 +54,8 @@ struct kpctl_probe *kpctl_probe_find(u32 id);
 struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 				    struct netlink_ext_ack *extack);
 void kpctl_probe_remove(struct kpctl_probe *p);
-int kpctl_probe_set_enabled(struct kpctl_probe *p, bool enabled);
+int kpctl_probe_set_enabled(struct kpctl_probe *p, bool enabled,
+			    struct netlink_ext_ack *extack);
 
 void kpctl_probes_remove_all(void);
 

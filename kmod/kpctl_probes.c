@@ -8,6 +8,7 @@
  * registration change happens in process context under kpctl_lock.
  */
 #include <linux/ctype.h>
+#include <linux/kernel.h>
 #include <linux/ktime.h>
 #include <linux/moduleparam.h>
 #include <linux/ptrace.h>
@@ -82,6 +83,11 @@ static int kpctl_ret_handler(struct kretprobe_instance *ri, struct pt_regs *regs
 	return 0;
 }
 
+NOKPROBE_SYMBOL(kpctl_pre_handler);
+NOKPROBE_SYMBOL(kpctl_post_handler);
+NOKPROBE_SYMBOL(kpctl_entry_handler);
+NOKPROBE_SYMBOL(kpctl_ret_handler);
+
 struct kpctl_probe *kpctl_probe_find(u32 id)
 {
 	struct kpctl_probe *p;
@@ -93,7 +99,10 @@ struct kpctl_probe *kpctl_probe_find(u32 id)
 	return NULL;
 }
 
-/* Trace event and tracefs naming rules, so a name is usable everywhere kpctl shows it. */
+/*
+ * Trace event and tracefs naming rules, so a name is usable everywhere kpctl shows it.
+ * ASCII only: the kernel's isalnum() also accepts Latin-1 letters (0xc0-0xff).
+ */
 static bool kpctl_name_valid(const char *name)
 {
 	const char *c;
@@ -101,7 +110,7 @@ static bool kpctl_name_valid(const char *name)
 	if (!*name || isdigit(*name))
 		return false;
 	for (c = name; *c; c++)
-		if (!isalnum(*c) && *c != '_')
+		if (!isascii(*c) || (!isalnum(*c) && *c != '_'))
 			return false;
 	return true;
 }
@@ -128,11 +137,6 @@ static int kpctl_check_spec(const struct kpctl_probe_spec *spec,
 			NL_SET_ERR_MSG(extack, "a probe with this name exists");
 			return -EEXIST;
 		}
-		if (p->kind == spec->kind && p->offset == spec->offset &&
-		    !strcmp(p->symbol, spec->symbol)) {
-			NL_SET_ERR_MSG(extack, "this symbol+offset already has a probe of this kind");
-			return -EEXIST;
-		}
 	}
 	if (kpctl_nr_probes >= max_probes) {
 		NL_SET_ERR_MSG(extack, "too many probes (see the max_probes module parameter)");
@@ -141,15 +145,20 @@ static int kpctl_check_spec(const struct kpctl_probe_spec *spec,
 	return 0;
 }
 
-/* register_kprobe()'s errors, as a user can act on them (kernel/kprobes.c). */
-static void kpctl_register_error(int err, struct netlink_ext_ack *extack)
+/* register_kprobe()'s and enable_kprobe()'s errors, as a user can act on them. */
+static void kpctl_kernel_error(int err, const struct kpctl_probe_spec *spec,
+			       struct netlink_ext_ack *extack)
 {
 	switch (err) {
 	case -ENOENT:
 		NL_SET_ERR_MSG(extack, "symbol not in kallsyms (unknown, inlined or renamed)");
 		break;
 	case -EINVAL:
-		NL_SET_ERR_MSG(extack, "address not probeable: on the kprobe blacklist, not kernel text, reserved or misaligned");
+		/* kprobe_on_func_entry() refuses return probes past the entry. */
+		if (spec->kind == KPCTL_KIND_RETURN && spec->offset)
+			NL_SET_ERR_MSG(extack, "a return probe must be at the function's entry");
+		else
+			NL_SET_ERR_MSG(extack, "address not probeable: on the kprobe blacklist, not kernel text, reserved or misaligned");
 		break;
 	case -EILSEQ:
 		NL_SET_ERR_MSG(extack, "offset is not on an instruction boundary");
@@ -157,30 +166,92 @@ static void kpctl_register_error(int err, struct netlink_ext_ack *extack)
 	case -EBUSY:
 		NL_SET_ERR_MSG(extack, "address is busy: another ftrace user owns it");
 		break;
+	case -ENOMEM:
+		NL_SET_ERR_MSG(extack, "out of memory");
+		break;
 	default:
-		NL_SET_ERR_MSG(extack, "the kernel refused to register the probe");
+		NL_SET_ERR_MSG(extack, "the kernel refused to register or arm the probe");
 	}
 }
 
+/* Where the kernel puts a probe on a symbol+offset, and how it would carry it. */
+struct kpctl_site {
+	unsigned long addr;
+	bool on_ftrace;
+};
+
 /*
- * Whether register_kprobe() puts a probe on symbol+offset on ftrace (KPROBE_FLAG_FTRACE,
- * from check_ftrace_location()): asked of the kernel itself, since ftrace_location() is
- * not exported, with a probe that has no handlers and is never armed.
+ * Asked of the kernel itself with a probe that has no handlers and is never armed:
+ * the address kprobes resolves (kallsyms, plus ENDBR skipping on x86), and whether it
+ * is an ftrace site (KPROBE_FLAG_FTRACE, from check_ftrace_location();
+ * ftrace_location() is not exported).
  */
-static int kpctl_on_ftrace(const char *symbol, u32 offset, bool *on_ftrace)
+static int kpctl_locate(const struct kpctl_probe_spec *spec, struct kpctl_site *site,
+			struct netlink_ext_ack *extack)
 {
 	struct kprobe scout = {
-		.symbol_name = symbol,
-		.offset = offset,
+		.symbol_name = spec->symbol,
+		.offset = spec->offset,
 		.flags = KPROBE_FLAG_DISABLED,
 	};
 	int err;
 
 	err = register_kprobe(&scout);
-	if (err)
+	if (err) {
+		kpctl_kernel_error(err, spec, extack);
 		return err;
-	*on_ftrace = kprobe_ftrace(&scout);
+	}
+	site->addr = (unsigned long)scout.addr;
+	site->on_ftrace = kprobe_ftrace(&scout);
 	unregister_kprobe(&scout);
+	return 0;
+}
+
+/*
+ * kprobes adds the offset to the symbol's address without looking at its size: an
+ * offset past the end plants the probe in the next function. The address is in the
+ * symbol when the symbol that holds it (whichever of its aliases kallsyms names)
+ * starts exactly offset bytes before it. (At offset 0 kprobes may step over an
+ * ENDBR64, and the address is in the symbol anyway.)
+ */
+static int kpctl_check_in_symbol(const struct kpctl_probe_spec *spec,
+				 const struct kpctl_site *site,
+				 struct netlink_ext_ack *extack)
+{
+	unsigned long offset = 0;
+	const char *plus;
+	char *where;
+
+	if (!spec->offset)
+		return 0;
+	where = kmalloc(KSYM_SYMBOL_LEN, GFP_KERNEL);
+	if (!where)
+		return -ENOMEM;
+	sprint_symbol(where, site->addr);	/* "name+0xoff/0xsize [module]" */
+	plus = strrchr(where, '+');
+	if (plus)
+		sscanf(plus, "+0x%lx/", &offset);
+	kfree(where);
+	if (offset != spec->offset) {
+		NL_SET_ERR_MSG(extack, "offset is past the end of the symbol");
+		return -ERANGE;
+	}
+	return 0;
+}
+
+/* One probe of a kind per address, however it was spelled (sym, sym+4 after ENDBR). */
+static int kpctl_check_site(const struct kpctl_probe_spec *spec,
+			    const struct kpctl_site *site,
+			    struct netlink_ext_ack *extack)
+{
+	struct kpctl_probe *p;
+
+	list_for_each_entry(p, &kpctl_probes, node) {
+		if (p->kind == spec->kind && p->addr == site->addr) {
+			NL_SET_ERR_MSG(extack, "this address already has a probe of this kind");
+			return -EEXIST;
+		}
+	}
 	return 0;
 }
 
@@ -201,37 +272,40 @@ static int kpctl_on_ftrace(const char *symbol, u32 offset, bool *on_ftrace)
  * livepatch", v5.4); 5dd7caf0bdc5 (v6.1) fixed the other direction only (a
  * post_handler probe leaving); seen on Debian's 6.1.0-57 and 6.12.
  */
-static int kpctl_entry_handlers(struct kpctl_probe *p)
+static void kpctl_entry_handlers(struct kpctl_probe *p, const struct kpctl_site *site)
 {
-	bool on_ftrace;
-	int err;
-
-	err = kpctl_on_ftrace(p->symbol, p->offset, &on_ftrace);
-	if (err)
-		return err;
 	p->kp.pre_handler = kpctl_pre_handler;
-	if (!on_ftrace)
+	if (!site->on_ftrace)
 		p->kp.post_handler = kpctl_post_handler;
-	return 0;
 }
 
 struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 				    struct netlink_ext_ack *extack)
 {
+	struct kpctl_site site;
 	struct kpctl_probe *p;
 	struct kprobe *kp;
 	int err;
 
 	lockdep_assert_held(&kpctl_lock);
 	err = kpctl_check_spec(spec, extack);
+	if (!err)
+		err = kpctl_locate(spec, &site, extack);
+	if (!err)
+		err = kpctl_check_in_symbol(spec, &site, extack);
+	if (!err)
+		err = kpctl_check_site(spec, &site, extack);
 	if (err)
 		return ERR_PTR(err);
 
 	p = kzalloc(sizeof(*p), GFP_KERNEL);
 	if (!p)
 		return ERR_PTR(-ENOMEM);
+	/* Set before registering: the handlers may run as soon as the probe is armed. */
+	p->id = kpctl_next_id;
 	p->kind = spec->kind;
 	p->offset = spec->offset;
+	p->addr = site.addr;
 	strscpy(p->name, spec->name, sizeof(p->name));
 	strscpy(p->symbol, spec->symbol, sizeof(p->symbol));
 	atomic64_set(&p->hits, 0);
@@ -252,17 +326,16 @@ struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 		p->rp.maxactive = spec->maxactive;
 		err = register_kretprobe(&p->rp);
 	} else {
-		err = kpctl_entry_handlers(p);
-		if (!err)
-			err = register_kprobe(kp);
+		kpctl_entry_handlers(p, &site);
+		err = register_kprobe(kp);
 	}
 	if (err) {
-		kpctl_register_error(err, extack);
+		kpctl_kernel_error(err, spec, extack);
 		kfree(p);
 		return ERR_PTR(err);
 	}
 
-	p->id = kpctl_next_id++;
+	kpctl_next_id++;
 	list_add_tail(&p->node, &kpctl_probes);
 	kpctl_nr_probes++;
 	return p;
@@ -281,11 +354,21 @@ void kpctl_probe_remove(struct kpctl_probe *p)
 	kfree(p);
 }
 
-int kpctl_probe_set_enabled(struct kpctl_probe *p, bool enabled)
+int kpctl_probe_set_enabled(struct kpctl_probe *p, bool enabled,
+			    struct netlink_ext_ack *extack)
 {
+	struct kpctl_probe_spec spec = { .kind = p->kind, .offset = p->offset };
+	int err;
+
 	lockdep_assert_held(&kpctl_lock);
-	return enabled ? enable_kprobe(kpctl_kprobe(p)) :
-			 disable_kprobe(kpctl_kprobe(p));
+	err = enabled ? enable_kprobe(kpctl_kprobe(p)) :
+			disable_kprobe(kpctl_kprobe(p));
+	if (err == -EINVAL)
+		/* __get_valid_kprobe() found it no more: its module's text went away. */
+		NL_SET_ERR_MSG(extack, "the probed code is gone");
+	else if (err)
+		kpctl_kernel_error(err, &spec, extack);
+	return err;
 }
 
 void kpctl_probes_remove_all(void)

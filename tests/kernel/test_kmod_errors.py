@@ -4,6 +4,7 @@ without CAP_SYS_ADMIN."""
 from __future__ import annotations
 
 import errno
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,53 @@ def test_same_point_twice(kmod: KmodClient) -> None:
     assert e.value.errno == errno.EEXIST
     # The other kind at the same point is another probe.
     kmod.add(syscall_symbol(WORKLOAD_SYSCALL), "kt_two", kind=Kind.RETURN)
+
+
+def kallsyms_text() -> list[tuple[int, str]]:
+    """Text symbols of the kernel and its modules, by address."""
+    rows = (line.split() for line in Path("/proc/kallsyms").read_text().splitlines())
+    return sorted((int(f[0], 16), f[2]) for f in rows if f[1] in "tT")
+
+
+def test_same_address_spelled_another_way(kmod: KmodClient) -> None:
+    symbol = syscall_symbol(WORKLOAD_SYSCALL)
+    first = kmod.add(symbol, "kt_first")
+    start = next(address for address, name in kallsyms_text() if name == symbol)
+    # kprobes moves sym+0 past an ENDBR64 (x86 kernels with IBT, as Debian's 6.12):
+    # there sym+4 is the very same probe.
+    offset = first.address - start
+    assert offset in (0, 4)
+    with pytest.raises(KmodError, match="this address already has a probe of this kind") as e:
+        kmod.add(symbol, "kt_second", offset=offset)
+    assert e.value.errno == errno.EEXIST
+
+
+def test_offset_past_the_end_of_the_function(kmod: KmodClient) -> None:
+    # The next symbol's first instruction: kprobes itself would plant a probe there.
+    symbol = syscall_symbol(WORKLOAD_SYSCALL)
+    text = kallsyms_text()
+    index = next(i for i, (_, name) in enumerate(text) if name == symbol)
+    # Not a __pfx_ symbol: the padding in front of each function on 6.12 x86 is no code.
+    start = text[index][0]
+    following = next(a for a, name in text[index + 1 :] if a > start and not name.startswith("__pfx_"))
+    with pytest.raises(KmodError, match="offset is past the end of the symbol") as e:
+        kmod.add(symbol, "kt_past", offset=following - start)
+    assert e.value.errno == errno.ERANGE
+    assert kmod.dump() == []
+
+
+def test_return_probe_past_the_entry(kmod: KmodClient) -> None:
+    symbol = syscall_symbol(WORKLOAD_SYSCALL)
+    if platform.machine() == "aarch64":
+        offset = 8  # past the two instructions of the ftrace site
+    else:
+        # Past the 5-byte ftrace nop, which follows an ENDBR64 on IBT kernels.
+        entry = kmod.add(symbol, "kt_entry_here")
+        offset = entry.address - next(a for a, name in kallsyms_text() if name == symbol) + 5
+        kmod.remove(entry.id)
+    with pytest.raises(KmodError, match="a return probe must be at the function's entry") as e:
+        kmod.add(symbol, "kt_ret_off", offset=offset, kind=Kind.RETURN)
+    assert e.value.errno == errno.EINVAL
 
 
 @pytest.mark.parametrize("op", ["remove", "enable", "disable", "get"])

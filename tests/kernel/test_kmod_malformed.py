@@ -68,6 +68,9 @@ def send(raw: tuple[RawGenl, int], cmd: int, attrs: bytes = b"", **header: int) 
         (Cmd.GET, a("ID", u32(1) + u32(1)), errno.EINVAL, None),
         (Cmd.ADD, a("NAME", b"kt_raw") + a("SYMBOL", z("vfs_read")), errno.EINVAL, None),
         (Cmd.ADD, a("NAME", z("kt_raw")) + a("SYMBOL", z("s" * 600)), errno.EINVAL, None),
+        # Latin-1 letters pass the kernel's isalnum(), and are not UTF-8.
+        (Cmd.ADD, a("NAME", b"kt_caf\xe9\0") + a("SYMBOL", z("vfs_read")), errno.EINVAL,
+         "probe name must be [A-Za-z_][A-Za-z0-9_]*"),
         (Cmd.ADD, GOOD_ADD + a("KIND", b"\2"), errno.ERANGE, None),
         (Cmd.ADD, GOOD_ADD + a("ENABLED", b"\7"), errno.ERANGE, None),
         (Cmd.ADD, GOOD_ADD + a("HITS", struct.pack("=Q", 5)), errno.EINVAL, None),

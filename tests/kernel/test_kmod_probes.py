@@ -95,3 +95,18 @@ def test_dump_spans_several_messages(kmod: KmodClient) -> None:
     assert [(p.id, p.name, p.symbol, p.kind) for p in dumped] == [
         (p.id, p.name, p.symbol, p.kind) for p in added
     ]
+
+
+def test_hits_during_registration_carry_the_id(kmod: KmodClient, trace_instance: Path) -> None:
+    # register_kprobe() calls mutex_unlock() after arming the probe: the first hits come
+    # from the registering thread itself, before the add returns.
+    probe = kmod.add("mutex_unlock", "kt_early")
+    kmod.remove(probe.id)
+    ids = {m.group(3) for m in _ENTRY_LINE.finditer((trace_instance / "trace").read_text())}
+    assert ids == {str(probe.id)}
+
+
+def test_handlers_cannot_be_probed(kmod: KmodClient) -> None:
+    blacklist = Path("/sys/kernel/debug/kprobes/blacklist").read_text().split()
+    for handler in ("kpctl_pre_handler", "kpctl_post_handler", "kpctl_entry_handler", "kpctl_ret_handler"):
+        assert handler in blacklist
