@@ -5,8 +5,8 @@ HARNESS := $(PY) guest/harness.py
 ARCH ?= x86_64
 KERNEL ?= 6.1
 CMD ?= kpctl doctor
-# Guests whose kernel tests `make test` runs, as ARCH/KERNEL.
-GUESTS ?= x86_64/6.1 x86_64/6.12 arm64/6.1
+# Guests whose kernel tests `make test` runs, as ARCH/KERNEL: all four.
+GUESTS ?= x86_64/6.1 x86_64/6.12 arm64/6.1 arm64/6.12
 
 .PHONY: setup venv test host-test harness-test kernel-test vagrant-boxes vagrant-test demo demo-kmod vm-run vm-shell images bench
 
