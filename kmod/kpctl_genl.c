@@ -42,8 +42,10 @@ static int kpctl_check_perm(const struct sk_buff *skb, struct netlink_ext_ack *e
 	return -EPERM;
 }
 
+/* One probe's message; cb is the dump it belongs to, or NULL for a reply. */
 static int kpctl_fill_probe(struct sk_buff *skb, struct kpctl_probe *p,
-			    u32 portid, u32 seq, int flags, u8 cmd)
+			    u32 portid, u32 seq, int flags, u8 cmd,
+			    struct netlink_callback *cb)
 {
 	struct kprobe *kp = kpctl_kprobe(p);
 	void *hdr;
@@ -51,6 +53,8 @@ static int kpctl_fill_probe(struct sk_buff *skb, struct kpctl_probe *p,
 	hdr = genlmsg_put(skb, portid, seq, &kpctl_family, flags, cmd);
 	if (!hdr)
 		return -EMSGSIZE;
+	if (cb)
+		genl_dump_check_consistent(cb, hdr);
 	if (nla_put_u32(skb, KPCTL_A_ID, p->id) ||
 	    nla_put_string(skb, KPCTL_A_NAME, p->name) ||
 	    nla_put_string(skb, KPCTL_A_SYMBOL, p->symbol) ||
@@ -92,7 +96,7 @@ static int kpctl_reply_probe(struct genl_info *info, struct kpctl_probe *p)
 	if (!msg)
 		return -ENOMEM;
 	err = kpctl_fill_probe(msg, p, info->snd_portid, info->snd_seq, 0,
-			       info->genlhdr->cmd);
+			       info->genlhdr->cmd, NULL);
 	if (err) {
 		nlmsg_free(msg);
 		return err;
@@ -212,7 +216,10 @@ static int kpctl_cmd_get(struct sk_buff *skb, struct genl_info *info)
 
 /*
  * One skb of probes per call; cb->args[0] is the next id to send. Ids only grow and
- * the list is sorted by id, so probes removed between calls are simply not seen.
+ * the list is sorted by id, so probes removed between calls are simply not seen; but
+ * a name removed and added again between calls could be sent twice, so a dump during
+ * which probes came or went is flagged NLM_F_DUMP_INTR (as rtnetlink does with
+ * dev_base_seq) and the client takes it again.
  */
 static int kpctl_cmd_dump(struct sk_buff *skb, struct netlink_callback *cb)
 {
@@ -224,12 +231,13 @@ static int kpctl_cmd_dump(struct sk_buff *skb, struct netlink_callback *cb)
 	if (err)
 		return err;
 	mutex_lock(&kpctl_lock);
+	cb->seq = kpctl_generation;
 	list_for_each_entry(p, &kpctl_probes, node) {
 		if (p->id < next)
 			continue;
 		if (kpctl_fill_probe(skb, p, NETLINK_CB(cb->skb).portid,
 				     cb->nlh->nlmsg_seq, NLM_F_MULTI,
-				     KPCTL_CMD_GET))
+				     KPCTL_CMD_GET, cb))
 			break;
 		next = p->id + 1;
 	}

@@ -43,6 +43,8 @@ struct kpctl_probe_spec {
 /* Protects kpctl_probes and every probe's registration state. */
 extern struct mutex kpctl_lock;
 extern struct list_head kpctl_probes;
+/* Changes with every probe added or removed; a dump that spans a change is flagged. */
+extern unsigned int kpctl_generation;
 
 static inline struct kprobe *kpctl_kprobe(struct kpctl_probe *p)
 {

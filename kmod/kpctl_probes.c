@@ -24,6 +24,14 @@ DEFINE_MUTEX(kpctl_lock);
 LIST_HEAD(kpctl_probes);
 static unsigned int kpctl_nr_probes;
 static u32 kpctl_next_id = 1;
+unsigned int kpctl_generation = 1;
+
+/* Never 0: nl_dump_check_consistent() takes a 0 for "no dump part sent yet". */
+static void kpctl_generation_inc(void)
+{
+	while (++kpctl_generation == 0)
+		;
+}
 
 static unsigned int max_probes = 128;
 
@@ -338,6 +346,7 @@ struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 	kpctl_next_id++;
 	list_add_tail(&p->node, &kpctl_probes);
 	kpctl_nr_probes++;
+	kpctl_generation_inc();
 	return p;
 }
 
@@ -351,6 +360,7 @@ void kpctl_probe_remove(struct kpctl_probe *p)
 		unregister_kprobe(&p->kp);
 	list_del(&p->node);
 	kpctl_nr_probes--;
+	kpctl_generation_inc();
 	kfree(p);
 }
 

@@ -6,6 +6,7 @@ asked for: it alone costs more start-up time than all of kpctl.
 from __future__ import annotations
 
 import errno
+import time
 from types import TracebackType
 
 from kpctl.errors import KpctlError
@@ -34,6 +35,7 @@ class KmodNotLoadedError(KpctlError):
     """The generic netlink family of kpctl_kmod does not exist: the module is not loaded."""
 
 
+_DUMP_ATTEMPTS = 20
 _HINTS = {
     errno.EPERM: "kpctl_kmod needs root (CAP_SYS_ADMIN)",
     errno.ENOSPC: "remove probes, or reload the module with a larger max_probes",
@@ -47,10 +49,11 @@ class KmodClient:
     """
 
     def __init__(self) -> None:
-        from pyroute2.netlink.exceptions import NetlinkError
+        from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
         from pyroute2.netlink.generic import GenericNetlinkSocket
 
         self._netlink_error = NetlinkError
+        self._dump_interrupted = NetlinkDumpInterrupted
         # ext_ack: the kernel then sends the module's NL_SET_ERR_MSG text with each error.
         self._sock = GenericNetlinkSocket(ext_ack=True)
         try:
@@ -86,6 +89,8 @@ class KmodClient:
         try:
             replies = self._sock.nlm_request(msg, msg_type=self.family_id, msg_flags=flags)
             return [r for r in replies if isinstance(r, KpctlMsg)]
+        except self._dump_interrupted:
+            raise
         except self._netlink_error as e:
             raise KmodError(f"{what}: {e.args[1]}", e.code, _HINTS.get(e.code)) from None
 
@@ -118,5 +123,11 @@ class KmodClient:
         return probe_from_msg(reply)
 
     def dump(self) -> list[KmodProbe]:
-        """Every probe the module holds, by id."""
-        return [probe_from_msg(m) for m in self._request("cannot list probes", request(Cmd.GET), dump=True)]
+        """Every probe the module holds, by id, as one consistent view: a dump during
+        which other clients added or removed probes (NLM_F_DUMP_INTR) is taken again."""
+        for attempt in range(_DUMP_ATTEMPTS):
+            try:
+                return [probe_from_msg(m) for m in self._request("cannot list probes", request(Cmd.GET), dump=True)]
+            except self._dump_interrupted:
+                time.sleep(0.02 * attempt)  # give a burst of changes time to end
+        raise KmodError(f"cannot list probes: they changed during each of {_DUMP_ATTEMPTS} dumps", errno.EAGAIN)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -23,8 +25,9 @@ from kmod_fixtures import (  # noqa: F401 (fixtures)
 
 from kpctl.cli import cli
 from kpctl.kmod import build
+from kpctl.kmod import client as client_module
 from kpctl.kmod.client import KmodClient, KmodError, KmodNotLoadedError
-from kpctl.kmod.messages import Kind
+from kpctl.kmod.messages import Kind, KmodProbe
 
 
 @pytest.fixture
@@ -94,3 +97,50 @@ def test_cli_unload_drops_kpctls_idle_instance(kmod: KmodClient, reload_after: N
     unloaded = runner.invoke(cli, ["kmod", "unload"])
     assert (unloaded.exit_code, unloaded.output) == (0, "unloaded kpctl_kmod\n")
     assert not instance.exists()
+
+
+def test_dump_is_one_view_while_another_client_changes_probes(
+    kmod: KmodClient, reload_after: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Enough probes for a dump of several parts, and a second client that removes low
+    ids and adds the same names back with new ones: without NLM_F_DUMP_INTR and the
+    client's retry, a dump could send such a name once in each part."""
+    build.unload()
+    build.load(built_module().module, {"max_probes": 400})
+    prefix = syscall_symbol("")
+    syscalls = sorted({line.split()[2] for line in Path("/proc/kallsyms").read_text().splitlines()
+                       if line.split()[2].startswith(prefix) and line.split()[1] in "tT"})
+    with KmodClient() as client:
+        made: list[KmodProbe] = []
+        for symbol in syscalls:
+            try:
+                made.append(client.add(symbol, f"kt_d{len(made)}", enabled=False))
+            except KmodError:
+                continue  # a syscall kprobes will not take: another serves
+            if len(made) == 300:
+                break
+        assert len(made) == 300
+        stop = threading.Event()
+
+        def churn() -> None:
+            # Bursts of changes with quiet spells between them, in which a dump that a
+            # burst interrupted can be taken again.
+            with KmodClient() as other:
+                current = {p.name: p for p in made[:5]}
+                while not stop.wait(0.5):
+                    for name, probe in list(current.items()):
+                        other.remove(probe.id)
+                        current[name] = other.add(probe.symbol, name, enabled=False)
+
+        retries = []
+        monkeypatch.setattr(client_module, "time", SimpleNamespace(sleep=retries.append))
+        churner = threading.Thread(target=churn)
+        churner.start()
+        try:
+            for _ in range(20):
+                names = [p.name for p in client.dump()]
+                assert len(names) == len(set(names)) == 300
+        finally:
+            stop.set()
+            churner.join()
+        assert retries, "no dump was interrupted: the test did not test the retry"
