@@ -12,6 +12,7 @@
 #define KPCTL_NAME_MAX		63	/* probe name length, without the NUL */
 #define KPCTL_MAXACTIVE_MAX	4096	/* kretprobe instances per probe */
 #define KPCTL_MAX_PROBES_LIMIT	4096	/* upper bound of the max_probes parameter */
+#define KPCTL_MAX_INSTANCES_LIMIT	(1 << 20)	/* upper bound of max_instances */
 
 enum kpctl_cmd {
 	KPCTL_CMD_UNSPEC,

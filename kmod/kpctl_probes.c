@@ -8,10 +8,13 @@
  * registration change happens in process context under kpctl_lock.
  */
 #include <linux/ctype.h>
+#include <linux/cpumask.h>
+#include <linux/ftrace.h>
 #include <linux/kernel.h>
 #include <linux/ktime.h>
 #include <linux/moduleparam.h>
 #include <linux/ptrace.h>
+#include <linux/security.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 
@@ -46,6 +49,31 @@ static const struct kernel_param_ops max_probes_ops = {
 };
 module_param_cb(max_probes, &max_probes_ops, &max_probes, 0444);
 MODULE_PARM_DESC(max_probes, "most probes held at once (1-4096, default 128)");
+
+/*
+ * register_kretprobe() preallocates maxactive instances per return probe, so
+ * max_probes x KPCTL_MAXACTIVE_MAX could pin gigabytes: the sum has a budget of its own.
+ */
+static unsigned int max_instances = 16384;
+static unsigned int kpctl_nr_instances;
+
+static int max_instances_set(const char *val, const struct kernel_param *kp)
+{
+	return param_set_uint_minmax(val, kp, 1, KPCTL_MAX_INSTANCES_LIMIT);
+}
+
+static const struct kernel_param_ops max_instances_ops = {
+	.set = max_instances_set,
+	.get = param_get_uint,
+};
+module_param_cb(max_instances, &max_instances_ops, &max_instances, 0444);
+MODULE_PARM_DESC(max_instances, "most return probe instances preallocated at once, all probes together (default 16384)");
+
+/* What register_kretprobe() will preallocate: maxactive, or its default. */
+static unsigned int kpctl_instances(const struct kpctl_probe_spec *spec)
+{
+	return spec->maxactive ?: max_t(unsigned int, 10, 2 * num_possible_cpus());
+}
 
 static int kpctl_pre_handler(struct kprobe *kp, struct pt_regs *regs)
 {
@@ -127,6 +155,7 @@ static int kpctl_check_spec(const struct kpctl_probe_spec *spec,
 			    struct netlink_ext_ack *extack)
 {
 	struct kpctl_probe *p;
+	int err;
 
 	if (!kpctl_name_valid(spec->name)) {
 		NL_SET_ERR_MSG(extack, "probe name must be [A-Za-z_][A-Za-z0-9_]*");
@@ -149,6 +178,17 @@ static int kpctl_check_spec(const struct kpctl_probe_spec *spec,
 	if (kpctl_nr_probes >= max_probes) {
 		NL_SET_ERR_MSG(extack, "too many probes (see the max_probes module parameter)");
 		return -ENOSPC;
+	}
+	if (spec->kind == KPCTL_KIND_RETURN &&
+	    kpctl_nr_instances + kpctl_instances(spec) > max_instances) {
+		NL_SET_ERR_MSG(extack, "return probe instances would pass the max_instances budget");
+		return -ENOSPC;
+	}
+	/* As kprobe_events and perf's kprobes (LOCKDOWN_KPROBES, confidentiality). */
+	err = security_locked_down(LOCKDOWN_KPROBES);
+	if (err) {
+		NL_SET_ERR_MSG(extack, "the kernel is locked down: kprobes are refused");
+		return err;
 	}
 	return 0;
 }
@@ -185,8 +225,26 @@ static void kpctl_kernel_error(int err, const struct kpctl_probe_spec *spec,
 /* Where the kernel puts a probe on a symbol+offset, and how it would carry it. */
 struct kpctl_site {
 	unsigned long addr;
+	unsigned long func;	/* start of the symbol that holds addr, 0 if none */
 	bool on_ftrace;
 };
+
+/* The start of the kallsyms symbol that holds addr (any alias of it), or 0. */
+static int kpctl_symbol_start(unsigned long addr, unsigned long *start)
+{
+	unsigned long offset;
+	const char *plus;
+	char *where;
+
+	where = kmalloc(KSYM_SYMBOL_LEN, GFP_KERNEL);
+	if (!where)
+		return -ENOMEM;
+	sprint_symbol(where, addr);	/* "name+0xoff/0xsize [module]", or the bare address */
+	plus = strrchr(where, '+');
+	*start = plus && sscanf(plus, "+0x%lx/", &offset) == 1 ? addr - offset : 0;
+	kfree(where);
+	return 0;
+}
 
 /*
  * Asked of the kernel itself with a probe that has no handlers and is never armed:
@@ -212,40 +270,63 @@ static int kpctl_locate(const struct kpctl_probe_spec *spec, struct kpctl_site *
 	site->addr = (unsigned long)scout.addr;
 	site->on_ftrace = kprobe_ftrace(&scout);
 	unregister_kprobe(&scout);
-	return 0;
+	return kpctl_symbol_start(site->addr, &site->func);
 }
 
 /*
  * kprobes adds the offset to the symbol's address without looking at its size: an
- * offset past the end plants the probe in the next function. The address is in the
- * symbol when the symbol that holds it (whichever of its aliases kallsyms names)
- * starts exactly offset bytes before it. (At offset 0 kprobes may step over an
- * ENDBR64, and the address is in the symbol anyway.)
+ * offset past the end plants the probe in the next function. (At offset 0 kprobes may
+ * step over an ENDBR64, and the address is in the symbol anyway.)
  */
 static int kpctl_check_in_symbol(const struct kpctl_probe_spec *spec,
 				 const struct kpctl_site *site,
 				 struct netlink_ext_ack *extack)
 {
-	unsigned long offset = 0;
-	const char *plus;
-	char *where;
-
-	if (!spec->offset)
-		return 0;
-	where = kmalloc(KSYM_SYMBOL_LEN, GFP_KERNEL);
-	if (!where)
-		return -ENOMEM;
-	sprint_symbol(where, site->addr);	/* "name+0xoff/0xsize [module]" */
-	plus = strrchr(where, '+');
-	if (plus)
-		sscanf(plus, "+0x%lx/", &offset);
-	kfree(where);
-	if (offset != spec->offset) {
+	if (spec->offset && site->addr - site->func != spec->offset) {
 		NL_SET_ERR_MSG(extack, "offset is past the end of the symbol");
 		return -ERANGE;
 	}
 	return 0;
 }
+
+#ifdef CONFIG_DYNAMIC_FTRACE
+/*
+ * The handlers emit trace events, so like kprobe_events (within_notrace_func(),
+ * unless CONFIG_KPROBE_EVENTS_ON_NOTRACE) the module refuses functions that ftrace
+ * may not trace: tracing's own code and what it calls. ftrace_set_filter_ip() on a
+ * function's start finds its ftrace site if it has one (ftrace_location(), v5.19+).
+ * The ftrace_ops is never registered, and a fresh one each time: ftrace_free_filter()
+ * leaves its hashes dangling, for ops that are going away.
+ */
+static int kpctl_check_traceable(const struct kpctl_site *site,
+				 struct netlink_ext_ack *extack)
+{
+	struct ftrace_ops *ops;
+	int err;
+
+	if (!site->func)
+		return 0;
+	ops = kzalloc(sizeof(*ops), GFP_KERNEL);
+	if (!ops)
+		return -ENOMEM;
+	err = ftrace_set_filter_ip(ops, site->func, 0, 1);
+	ftrace_free_filter(ops);
+	kfree(ops);
+	/* No ftrace site in the function (-EINVAL or -ENOENT, by kernel version). */
+	if (err == -EINVAL || err == -ENOENT) {
+		NL_SET_ERR_MSG(extack, "the function is notrace (the tracing code itself or what it calls)");
+		return -EINVAL;
+	}
+	/* ftrace itself is off (-ENODEV): nothing to ask, as for kprobe_events. */
+	return 0;
+}
+#else
+static int kpctl_check_traceable(const struct kpctl_site *site,
+				 struct netlink_ext_ack *extack)
+{
+	return 0;
+}
+#endif
 
 /* One probe of a kind per address, however it was spelled (sym, sym+4 after ENDBR). */
 static int kpctl_check_site(const struct kpctl_probe_spec *spec,
@@ -302,6 +383,8 @@ struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 	if (!err)
 		err = kpctl_check_in_symbol(spec, &site, extack);
 	if (!err)
+		err = kpctl_check_traceable(&site, extack);
+	if (!err)
 		err = kpctl_check_site(spec, &site, extack);
 	if (err)
 		return ERR_PTR(err);
@@ -346,6 +429,8 @@ struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 	kpctl_next_id++;
 	list_add_tail(&p->node, &kpctl_probes);
 	kpctl_nr_probes++;
+	if (p->kind == KPCTL_KIND_RETURN)
+		kpctl_nr_instances += p->rp.maxactive;
 	kpctl_generation_inc();
 	return p;
 }
@@ -360,6 +445,8 @@ void kpctl_probe_remove(struct kpctl_probe *p)
 		unregister_kprobe(&p->kp);
 	list_del(&p->node);
 	kpctl_nr_probes--;
+	if (p->kind == KPCTL_KIND_RETURN)
+		kpctl_nr_instances -= p->rp.maxactive;
 	kpctl_generation_inc();
 	kfree(p);
 }

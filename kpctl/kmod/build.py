@@ -54,6 +54,7 @@ class KmodStatus:
     module: Path | None  # the built .ko for this kernel, if any
     refcount: int | None = None
     max_probes: int | None = None
+    max_instances: int | None = None  # return probe instances, all probes together
 
 
 def kernel_release() -> str:
@@ -177,4 +178,5 @@ def status() -> KmodStatus:
         True, release, built,
         refcount=int((SYSFS / "refcnt").read_text()),
         max_probes=int((SYSFS / "parameters" / "max_probes").read_text()),
+        max_instances=int((SYSFS / "parameters" / "max_instances").read_text()),
     )

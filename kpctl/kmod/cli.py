@@ -112,6 +112,6 @@ def status(as_json: bool) -> None:
         click.echo(f"kpctl_kmod: not loaded (kernel {state.release}, {built})")
         return
     click.echo(f"kpctl_kmod: loaded (kernel {state.release}, {built}, max_probes {state.max_probes}, "
-               f"{len(rows)} probes)")
+               f"max_instances {state.max_instances}, {len(rows)} probes)")
     if rows:
         print_table(rows, list(rows[0]))

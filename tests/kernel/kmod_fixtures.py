@@ -85,6 +85,15 @@ def kmod() -> Iterator[KmodClient]:
     assert splats_since(before) == []
 
 
+@pytest.fixture
+def reload_after(kmod: KmodClient) -> Iterator[None]:
+    """The test unloads the module; load it again, with its defaults, for the next test."""
+    yield
+    if build.is_loaded():
+        build.unload()
+    ensure_loaded()
+
+
 def syscall_symbol(name: str) -> str:
     """The syscall's entry function, which has the arch's prefix (arch/*/include/asm/syscall_wrapper.h)."""
     prefix = {"x86_64": "__x64_sys_", "aarch64": "__arm64_sys_"}[platform.machine()]

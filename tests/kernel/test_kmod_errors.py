@@ -4,18 +4,23 @@ without CAP_SYS_ADMIN."""
 from __future__ import annotations
 
 import errno
+import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import require
 from kmod_fixtures import (
     WORKLOAD_SYSCALL,
+    built_module,
     kmod,  # noqa: F401 (fixture)
+    reload_after,  # noqa: F401 (fixture)
     syscall_symbol,
 )
 
+from kpctl.kmod import build
 from kpctl.kmod.client import KmodClient, KmodError
 from kpctl.kmod.messages import MAXACTIVE_MAX, NAME_MAX, Kind
 
@@ -83,6 +88,63 @@ def test_return_probe_past_the_entry(kmod: KmodClient) -> None:
     assert e.value.errno == errno.EINVAL
 
 
+def notrace_candidates() -> list[str]:
+    """Functions ftrace may not trace that kprobes might take: text symbols with one
+    name, not in available_filter_functions, not on the kprobe blacklist."""
+    traceable = {line.split()[0] for line in Path("/sys/kernel/tracing/available_filter_functions").read_text().splitlines()}
+    blacklist = {line.split()[-1] for line in Path("/sys/kernel/debug/kprobes/blacklist").read_text().splitlines()}
+    names = [name for _, name in kallsyms_text()]
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    once = {name for name, count in counts.items() if count == 1}
+    return sorted(n for n in once - traceable - blacklist if n.isidentifier() and not n.startswith("__pfx_"))
+
+
+def tracefs_refuses_as_notrace(name: str) -> bool:
+    """Whether kprobe_events refuses a probe on name as notrace (within_notrace_func())."""
+    fd = os.open("/sys/kernel/tracing/kprobe_events", os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, f"p:kt_notrace/probe {name}".encode())
+    except OSError:
+        return f"Could not probe notrace function {name}" in subprocess.run(
+            ["dmesg"], stdout=subprocess.PIPE, text=True, check=True).stdout.splitlines()[-1]
+    else:
+        os.write(fd, b"-:kt_notrace/probe")
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_notrace_function_is_refused(kmod: KmodClient) -> None:
+    """Like kprobe_events: the handlers emit trace events, so functions ftrace leaves
+    alone (the tracing code itself) are refused, whatever kprobes would accept."""
+    for name in notrace_candidates()[:400]:
+        try:
+            kmod.remove(kmod.add(name, "kt_notrace", enabled=False).id)
+        except KmodError as e:
+            if "notrace" not in e.message:
+                continue  # not probeable for another reason
+            assert e.errno == errno.EINVAL
+            assert tracefs_refuses_as_notrace(name), f"the module calls {name} notrace, kprobe_events does not"
+            return
+        assert not tracefs_refuses_as_notrace(name), f"{name} is notrace and the module took it"
+    raise AssertionError("no notrace function found among the candidates")
+
+
+def test_return_probe_instances_have_a_budget(kmod: KmodClient, reload_after: None) -> None:
+    build.unload()
+    build.load(built_module().module, {"max_instances": 20})
+    with KmodClient() as client:
+        client.add(syscall_symbol(WORKLOAD_SYSCALL), "kt_inst_a", kind=Kind.RETURN, maxactive=16)
+        with pytest.raises(KmodError, match="return probe instances would pass the max_instances budget") as e:
+            client.add(syscall_symbol("getppid"), "kt_inst_b", kind=Kind.RETURN, maxactive=8)
+        assert e.value.errno == errno.ENOSPC
+        client.add(syscall_symbol("getppid"), "kt_inst_b", kind=Kind.RETURN, maxactive=4)
+        # Entry probes preallocate nothing.
+        client.add(syscall_symbol("getpid"), "kt_inst_c")
+
+
 @pytest.mark.parametrize("op", ["remove", "enable", "disable", "get"])
 def test_unknown_id(kmod: KmodClient, op: str) -> None:
     with pytest.raises(KmodError, match="no probe with this id") as e:
@@ -136,16 +198,23 @@ def test_longest_name(kmod: KmodClient) -> None:
     assert kmod.add(syscall_symbol(WORKLOAD_SYSCALL), "x" * NAME_MAX).name == "x" * NAME_MAX
 
 
-# A child that asks the module for a dump and an add and prints both errnos and messages.
+# A child that asks the module for a dump and an add and prints both errnos and
+# messages, as root with only some capabilities, or in a namespace of its own.
 _CHILD = """
 import ctypes, sys
+from kpctl.kmod import build
 from kpctl.kmod.client import KmodClient, KmodError
-drop = int(sys.argv[1])
-if drop:
-    # capset(2): keep only CAP_NET_ADMIN, which GENL_ADMIN_PERM alone would accept.
+libc = ctypes.CDLL(None, use_errno=True)
+how = sys.argv[1]
+if how.startswith("caps="):
+    # capset(2): keep only these capabilities (effective and permitted).
+    keep = sum(1 << int(cap) for cap in how[5:].split(","))
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)
-    data = (ctypes.c_uint32 * 6)(1 << 12, 1 << 12, 0, 0, 0, 0)
-    assert ctypes.CDLL(None, use_errno=True).capset(header, data) == 0, ctypes.get_errno()
+    data = (ctypes.c_uint32 * 6)(keep & 0xffffffff, keep & 0xffffffff, 0, keep >> 32, keep >> 32, 0)
+    assert libc.capset(header, data) == 0, ctypes.get_errno()
+elif how in ("userns", "netns"):
+    # unshare(2): root of a new user namespace, or in a new network namespace.
+    assert libc.unshare({"userns": 0x10000000, "netns": 0x40000000}[how]) == 0, ctypes.get_errno()
 with KmodClient() as c:
     for call in (c.dump, lambda: c.add("vfs_read", "kt_perm")):
         try:
@@ -153,12 +222,17 @@ with KmodClient() as c:
             print("allowed")
         except KmodError as e:
             print(e.errno, e.message)
+    for p in c.dump() if how == "netns" else []:
+        c.remove(p.id)
 """
+CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
+REFUSED = [f"{errno.EPERM} cannot list probes: kpctl_kmod needs CAP_SYS_ADMIN",
+           f"{errno.EPERM} cannot add kt_perm at vfs_read: kpctl_kmod needs CAP_SYS_ADMIN"]
 
 
-def run_child(drop_caps: bool, user: str | None) -> list[str]:
+def run_child(how: str, user: str | None = None) -> list[str]:
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(int(drop_caps))], user=user,
+        [sys.executable, "-c", _CHILD, how], user=user,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, cwd="/",
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PYTHONDONTWRITEBYTECODE": "1"},
     )
@@ -167,12 +241,39 @@ def run_child(drop_caps: bool, user: str | None) -> list[str]:
 
 
 def test_unprivileged_user_gets_eperm(kmod: KmodClient) -> None:
-    lines = run_child(drop_caps=False, user="nobody")
-    assert [line.split()[0] for line in lines] == [str(errno.EPERM)] * 2
+    assert run_child("all", user="nobody") == REFUSED
 
 
 def test_cap_net_admin_is_not_enough(kmod: KmodClient) -> None:
-    lines = run_child(drop_caps=True, user=None)
-    assert lines == [f"{errno.EPERM} cannot list probes: kpctl_kmod needs CAP_SYS_ADMIN",
-                     f"{errno.EPERM} cannot add kt_perm at vfs_read: kpctl_kmod needs CAP_SYS_ADMIN"]
+    assert run_child(f"caps={CAP_NET_ADMIN}") == REFUSED
     assert kmod.dump() == []
+
+
+def test_cap_sys_admin_alone_is_enough(kmod: KmodClient) -> None:
+    assert run_child(f"caps={CAP_SYS_ADMIN}") == ["allowed", "allowed"]
+    assert [p.name for p in kmod.dump()] == ["kt_perm"]
+
+
+def test_root_of_a_user_namespace_is_refused(kmod: KmodClient) -> None:
+    # All capabilities, but in its own user namespace: the probes are the machine's.
+    assert run_child("userns") == REFUSED
+    assert kmod.dump() == []
+
+
+def test_root_in_another_network_namespace_is_allowed(kmod: KmodClient) -> None:
+    # The family is there in every network namespace; the rule is the same.
+    assert run_child("netns") == ["allowed", "allowed"]
+    assert kmod.dump() == []
+
+
+@pytest.mark.locks_down_the_kernel
+def test_locked_down_kernel_refuses_probes(kmod: KmodClient) -> None:
+    # Raised after the module is loaded (lockdown would refuse an unsigned module).
+    lockdown = Path("/sys/kernel/security/lockdown")
+    if not Path("/sys/kernel/security").is_mount():
+        subprocess.run(["mount", "-t", "securityfs", "securityfs", "/sys/kernel/security"], check=True)
+    require(lockdown.exists(), "kernel without the lockdown LSM")
+    lockdown.write_text("confidentiality")
+    with pytest.raises(KmodError, match="the kernel is locked down: kprobes are refused") as e:
+        kmod.add(syscall_symbol(WORKLOAD_SYSCALL), "kt_locked")
+    assert e.value.errno == errno.EPERM

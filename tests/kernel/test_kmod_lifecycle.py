@@ -3,21 +3,26 @@ armed, hit, and a reader sits in trace_pipe."""
 from __future__ import annotations
 
 import errno
+import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 from kmod_fixtures import (  # noqa: F401 (fixtures)
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
     WORKLOAD_SYSCALL,
+    RawGenl,
     built_module,
     ensure_loaded,
+    genl_message,
     kernel_log,
     kmod,
+    reload_after,
     splats_since,
     syscall_symbol,
     trace_instance,
@@ -26,22 +31,14 @@ from kmod_fixtures import (  # noqa: F401 (fixtures)
 from kpctl.cli import cli
 from kpctl.kmod import build
 from kpctl.kmod import client as client_module
+from kpctl.kmod.build import KmodBuildError
 from kpctl.kmod.client import KmodClient, KmodError, KmodNotLoadedError
-from kpctl.kmod.messages import Kind, KmodProbe
-
-
-@pytest.fixture
-def reload_after(kmod: KmodClient) -> Iterator[None]:
-    """The test unloads the module; load it again, with its defaults, for the next test."""
-    yield
-    if build.is_loaded():
-        build.unload()
-    ensure_loaded()
+from kpctl.kmod.messages import Cmd, Kind, KmodProbe
 
 
 def test_status_of_the_loaded_module(kmod: KmodClient) -> None:
     status = build.status()
-    assert status.loaded and status.max_probes == 128
+    assert status.loaded and (status.max_probes, status.max_instances) == (128, 16384)
     assert status.module == built_module().module
 
 
@@ -107,19 +104,8 @@ def test_dump_is_one_view_while_another_client_changes_probes(
     client's retry, a dump could send such a name once in each part."""
     build.unload()
     build.load(built_module().module, {"max_probes": 400})
-    prefix = syscall_symbol("")
-    syscalls = sorted({line.split()[2] for line in Path("/proc/kallsyms").read_text().splitlines()
-                       if line.split()[2].startswith(prefix) and line.split()[1] in "tT"})
     with KmodClient() as client:
-        made: list[KmodProbe] = []
-        for symbol in syscalls:
-            try:
-                made.append(client.add(symbol, f"kt_d{len(made)}", enabled=False))
-            except KmodError:
-                continue  # a syscall kprobes will not take: another serves
-            if len(made) == 300:
-                break
-        assert len(made) == 300
+        made = add_many(client, 300)
         stop = threading.Event()
 
         def churn() -> None:
@@ -132,7 +118,7 @@ def test_dump_is_one_view_while_another_client_changes_probes(
                         other.remove(probe.id)
                         current[name] = other.add(probe.symbol, name, enabled=False)
 
-        retries = []
+        retries: list[float] = []
         monkeypatch.setattr(client_module, "time", SimpleNamespace(sleep=retries.append))
         churner = threading.Thread(target=churn)
         churner.start()
@@ -144,3 +130,103 @@ def test_dump_is_one_view_while_another_client_changes_probes(
             stop.set()
             churner.join()
         assert retries, "no dump was interrupted: the test did not test the retry"
+
+
+def add_many(client: KmodClient, count: int) -> list[KmodProbe]:
+    """count disabled entry probes on syscalls, enough to make a dump of several parts."""
+    prefix = syscall_symbol("")
+    syscalls = sorted({line.split()[2] for line in Path("/proc/kallsyms").read_text().splitlines()
+                       if line.split()[2].startswith(prefix) and line.split()[1] in "tT"})
+    made: list[KmodProbe] = []
+    for symbol in syscalls:
+        try:
+            made.append(client.add(symbol, f"kt_d{len(made)}", enabled=False))
+        except KmodError:
+            continue  # a syscall kprobes will not take: another serves
+        if len(made) == count:
+            return made
+    raise AssertionError(f"only {len(made)} syscalls took a probe")
+
+
+def test_half_read_dump_holds_the_module(kmod: KmodClient, reload_after: None) -> None:
+    build.unload()
+    build.load(built_module().module, {"max_probes": 400})
+    with KmodClient() as client:
+        add_many(client, 300)
+        family = client.family_id
+    raw = RawGenl()
+    try:
+        raw.sock.send(genl_message(family, Cmd.GET, flags=NLM_F_REQUEST | NLM_F_DUMP))
+        first = raw.sock.recv(65536)
+        assert struct.unpack_from("=H", first, 4)[0] == family  # probes, not the end
+        # An open dump holds a reference on the module: no unload under its feet.
+        with pytest.raises(KmodBuildError, match="in use"):
+            build.unload()
+    finally:
+        raw.close()
+    deadline = time.monotonic() + 10
+    while build.is_loaded():  # the socket's release drops the dump's reference
+        try:
+            build.unload()
+        except KmodBuildError:
+            assert time.monotonic() < deadline, "the module stayed in use after the dump's socket closed"
+            time.sleep(0.1)
+
+
+def test_rmmod_racing_requests(kmod: KmodClient, reload_after: None) -> None:
+    """Clients add, remove and dump while the module is unloaded under them: each
+    request either completes or fails cleanly, and nothing is left in the kernel."""
+    symbol = syscall_symbol(WORKLOAD_SYSCALL)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def client(index: int) -> None:
+        while not stop.is_set():
+            try:
+                with KmodClient() as c:
+                    probe = c.add(symbol, f"kt_race{index}", kind=Kind.RETURN if index % 2 else Kind.ENTRY)
+                    c.dump()
+                    c.remove(probe.id)
+            except (KmodError, KmodNotLoadedError):
+                pass  # the module went away mid-request
+            except BaseException as e:  # noqa: BLE001 (reported by the test)
+                failures.append(e)
+                return
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        deadline = time.monotonic() + 30
+        while build.is_loaded():
+            try:
+                build.unload()
+            except KmodBuildError:  # a dump held it for a moment
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert f" {symbol}+" not in Path("/sys/kernel/debug/kprobes/list").read_text()
+
+
+def test_pending_return_instances_across_remove_and_rmmod(kmod: KmodClient, reload_after: None) -> None:
+    """A return probe whose function is still running when the probe and then the
+    module go: the return must come back safely (kretprobe instances outlive both)."""
+    symbol = syscall_symbol("clock_nanosleep")
+    probe = kmod.add(symbol, "kt_pending", kind=Kind.RETURN)
+    sleeper = subprocess.Popen(["sleep", "3"])
+    deadline = time.monotonic() + 20
+    # A call entered and not returned: the sleeper's (this test's own sleeps return).
+    while (got := kmod.get(probe.id)).ret_hits == got.hits:
+        assert time.monotonic() < deadline, "sleep never entered clock_nanosleep"
+        time.sleep(0.05)
+    kmod.remove(probe.id)
+    build.unload()
+    assert sleeper.wait(timeout=30) == 0
+    # The workload goes on through the same function afterwards.
+    assert subprocess.run(["sleep", "0.1"], check=False).returncode == 0

@@ -182,7 +182,7 @@ def test_other_tools_probe_removed_while_the_module_probe_stays(
     assert kernel_probes_at(SYMBOL) == []
 
 
-STRESS_SECONDS = float(os.environ.get("KPCTL_STRESS_SECONDS", "20"))
+STRESS_SECONDS = float(os.environ.get("KPCTL_STRESS_SECONDS", "10"))
 STRESS_SYSCALLS = ("getppid", "getpid", "getuid", "sched_get_priority_max")
 
 
