@@ -8,7 +8,7 @@ CMD ?= kpctl doctor
 # Guests whose kernel tests `make test` runs, as ARCH/KERNEL: all four.
 GUESTS ?= x86_64/6.1 x86_64/6.12 arm64/6.1 arm64/6.12
 
-.PHONY: setup venv test host-test harness-test kernel-test vagrant-boxes vagrant-test demo demo-kmod vm-run vm-shell images bench
+.PHONY: setup venv test host-test harness-test kernel-test soak vagrant-boxes vagrant-test demo demo-kmod vm-run vm-shell images bench
 
 setup:
 	bash guest/host-setup.sh
@@ -33,6 +33,12 @@ harness-test: setup venv
 
 kernel-test: setup
 	$(HARNESS) test-all $(GUESTS)
+
+# tests/kernel/test_soak.py for SOAK_SECONDS (make test runs it for 30 s) in one guest.
+SOAK_SECONDS ?= 600
+soak: setup
+	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) --timeout $$(( $(SOAK_SECONDS) + 1200 )) -- \
+		'KPCTL_SOAK_SECONDS=$(SOAK_SECONDS) python3 -m pytest -q -s -p no:cacheprovider tests/kernel/test_soak.py'
 
 images: setup
 	@for g in $(GUESTS); do $(HARNESS) image --arch $${g%/*} --kernel $${g#*/} || exit 1; done

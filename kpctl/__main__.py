@@ -1,3 +1,15 @@
-from kpctl.cli import main
+"""`python3 -m kpctl` and the kpctl command. Ctrl-C while kpctl is still loading (a
+second or more on an emulated machine) ends it quietly, not with an import traceback."""
+import sys
 
-main()
+
+def run() -> None:
+    try:
+        from kpctl.cli import main
+    except KeyboardInterrupt:
+        sys.exit(130)
+    main()
+
+
+if __name__ == "__main__":
+    run()

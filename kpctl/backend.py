@@ -97,18 +97,19 @@ class Backends:
     def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None,
             backend: str = "tracefs") -> list[ProbeInfo]:
         target = self.backend(backend)
-        for other in self.backends:
-            if other is target:
-                continue
-            taken = {i.name for i in other.list_probes()}
-            for probe in probes:
-                if probe.event in taken:
-                    raise ProbeExistsError(
-                        f"a probe named {probe.event} already exists in backend {other.name}",
-                        "choose another with --name",
-                    )
-        infos = target.add(probes, enable=enable, event_filter=event_filter)
-        self._reach_watches(target)
+        with self.tracefs.changing():  # the names checked are still free when added
+            for other in self.backends:
+                if other is target:
+                    continue
+                taken = {i.name for i in other.list_probes()}
+                for probe in probes:
+                    if probe.event in taken:
+                        raise ProbeExistsError(
+                            f"a probe named {probe.event} already exists in backend {other.name}",
+                            "choose another with --name",
+                        )
+            infos = target.add(probes, enable=enable, event_filter=event_filter)
+            self._reach_watches(target)
         return infos
 
     def _split(self, names: Sequence[str]) -> list[tuple[Backend, list[str]]]:
@@ -118,16 +119,19 @@ class Backends:
         return [(b, [n for n in names if owner[n] is b]) for b in self.backends if any(owner[n] is b for n in names)]
 
     def remove(self, names: Sequence[str]) -> None:
-        for backend, own in self._split(names):
-            backend.remove(own)
+        with self.tracefs.changing():
+            for backend, own in self._split(names):
+                backend.remove(own)
 
     def remove_all(self) -> list[str]:
-        return [name for backend in self.backends for name in backend.remove_all()]
+        with self.tracefs.changing():
+            return [name for backend in self.backends for name in backend.remove_all()]
 
     def enable(self, names: Sequence[str]) -> None:
-        for backend, own in self._split(names):
-            backend.enable(own)
-            self._reach_watches(backend)
+        with self.tracefs.changing():
+            for backend, own in self._split(names):
+                backend.enable(own)
+                self._reach_watches(backend)
 
     def _watch_instances(self) -> list[str]:
         """The instances of the watches running beside the first, and of killed ones."""
@@ -143,8 +147,9 @@ class Backends:
                 pass  # that watch just ended and removed its instance
 
     def disable(self, names: Sequence[str]) -> None:
-        for backend, own in self._split(names):
-            backend.disable(own)
+        with self.tracefs.changing():
+            for backend, own in self._split(names):
+                backend.disable(own)
 
     def list_probes(self) -> list[ProbeInfo]:
         return [info for backend in self.backends for info in backend.list_probes()]
@@ -165,8 +170,9 @@ class Backends:
         the first watch (holding a flock on kpctl's instance) reads it, hits waiting there
         included, and a watch started beside it reads an instance of its own with the same
         events on, removed when it ends."""
-        pipe = self.hit_pipe(clear=False)
-        fd = os.open(pipe.parent, os.O_RDONLY | os.O_DIRECTORY)
+        with self.tracefs.changing():  # no rm removes the idle instance meanwhile
+            pipe = self.hit_pipe(clear=False)
+            fd = os.open(pipe.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -186,8 +192,9 @@ class Backends:
         instance = f"instances/{WATCH_INSTANCE_PREFIX}{os.getpid()}"
         self.tracefs.make_instance(instance)
         try:
-            for backend in self.backends:
-                backend.record_into(instance)
+            with self.tracefs.changing():
+                for backend in self.backends:
+                    backend.record_into(instance)
             yield self.tracefs.path(f"{instance}/trace_pipe")
         finally:
             with signals_ignored():

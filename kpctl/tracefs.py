@@ -16,6 +16,7 @@ Rules this module keeps, each for a reason:
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import os
 import re
@@ -211,6 +212,20 @@ class Tracefs:
         with file:
             os.write(file.fileno(), value.encode() + b"\n")
 
+    @contextmanager
+    def changing(self) -> Iterator[None]:
+        """Hold kpctl's lock on this tracefs (a flock on its root directory, which nothing
+        else takes) while the caller changes probes, enable states and instances: one
+        kpctl's rm must not run between another's reading which events are on and its
+        turning them on in a watch's instance, or the removal meets an enabled event
+        (EBUSY) and a disabled probe records again. Released when the process ends."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def make_instance(self, relative: str) -> None:
         path = self.path(relative)
         try:
@@ -337,6 +352,10 @@ class TracefsBackend:
             return self.tracefs.path(self._event_file(event, name)).read_text().strip()
         except FileNotFoundError:
             return ""  # the instance does not exist yet: nothing is enabled or filtered there
+        except OSError as e:
+            if e.errno != errno.ENODEV:
+                raise
+            return ""  # another process removed the event since kprobe_events was read
 
     def list_probes(self) -> list[ProbeInfo]:
         states = self.tracefs.kprobe_states()

@@ -4,13 +4,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
 from pathlib import Path
 
 import pytest
 from captured import CAPTURES
 
 from kpctl.features import detect_features
-from kpctl.tracefs import open_file, parse_error_log, parse_kprobe_list, parse_kprobe_profile
+from kpctl.tracefs import Tracefs, open_file, parse_error_log, parse_kprobe_list, parse_kprobe_profile
 
 
 def error_cases(capture: Path) -> list[tuple[str, str]]:
@@ -91,3 +92,23 @@ def test_open_file_loses_no_descriptor_to_a_ctrl_c_as_it_opens(tmp_path: Path, m
     with pytest.raises(KeyboardInterrupt):
         open_file(target, os.O_WRONLY | os.O_TRUNC)
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_changes_are_serialized_across_kpctl_processes(tmp_path: Path) -> None:
+    # flock locks belong to an open file: a second open, here in a thread, waits as
+    # another kpctl process would.
+    tracefs = Tracefs(tmp_path)
+    order: list[str] = []
+
+    def second() -> None:
+        with tracefs.changing():
+            order.append("second")
+
+    with tracefs.changing():
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(timeout=0.3)
+        assert thread.is_alive()  # blocked while the first holds the lock
+        order.append("first")
+    thread.join(timeout=5)
+    assert order == ["first", "second"]
