@@ -5,7 +5,6 @@ signal tests run `python3 -m kpctl` as a process, since signals are what they te
 """
 from __future__ import annotations
 
-import ctypes
 import io
 import json
 import os
@@ -19,9 +18,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import require
+from perf import perf_tracepoint
 
 from kpctl.cli import cli
-from kpctl.errors import KernelRejectedError, ProbeBusyError, ProbeNotFoundError, UnknownSymbolError
+from kpctl.errors import (
+    KernelRejectedError,
+    ProbeBusyError,
+    ProbeNotFoundError,
+    UnknownSymbolError,
+)
 from kpctl.hits import HitStream
 from kpctl.model import Probe, Target, default_event_name, parse_fetch_arg
 from kpctl.tracefs import Tracefs, TracefsBackend, find_tracefs
@@ -177,25 +182,13 @@ def test_remove_disables_the_event_in_every_instance_first(backend: TracefsBacke
 def test_event_used_by_perf_is_busy(backend: TracefsBackend, tracefs: Tracefs) -> None:
     backend.add([probe("vfs_read")], enable=False)
     event_id = int(tracefs.read("events/kpctl/vfs_read/id"))
-    fd = _perf_open_tracepoint(event_id)
+    fd = perf_tracepoint(event_id)
     try:
         with pytest.raises(ProbeBusyError):
             backend.remove(["vfs_read"])
     finally:
         os.close(fd)
         backend.remove(["vfs_read"])
-
-
-def _perf_open_tracepoint(event_id: int) -> int:
-    """perf_event_open(2) on a trace event: the kernel then refuses to remove it (EBUSY)."""
-    attr = (ctypes.c_uint64 * 16)()  # a zeroed struct perf_event_attr of 128 bytes
-    attr[0] = 2 | (128 << 32)  # type = PERF_TYPE_TRACEPOINT, size = 128
-    attr[1] = event_id  # config
-    number = {"x86_64": 298, "aarch64": 241}[os.uname().machine]
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.syscall(number, ctypes.byref(attr), 0, -1, -1, 0)
-    assert fd >= 0, os.strerror(ctypes.get_errno())
-    return fd
 
 
 def test_unknown_name_in_rm_fails_and_changes_nothing(backend: TracefsBackend) -> None:
