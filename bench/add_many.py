@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kpctl.backends.tracefs import TracefsBackend  # noqa: E402
 from kpctl.model import Probe, Target, format_probe  # noqa: E402
-from kpctl.tracefs import Tracefs, TracefsBackend, find_tracefs  # noqa: E402
-
+from kpctl.tracefs import Tracefs, find_tracefs  # noqa: E402
 
 # Ordinary kernel functions: a disabled probe on them is never armed, and any of them may go.
 _FAMILIES = ("vfs_", "do_", "ext4_", "filemap_", "page_", "generic_", "ksys_", "kernel_", "path_", "inode_", "file_", "d_")

@@ -95,7 +95,7 @@ def ensure_image(guest: Guest) -> Path:
             with open(log, "w") as logf:
                 proc = subprocess.run(
                     [str(HERE / "build-image.sh"), guest.arch, guest.suite, str(image)],
-                    stdout=logf, stderr=subprocess.STDOUT,
+                    stdout=logf, stderr=subprocess.STDOUT, check=False,
                 )
             if proc.returncode != 0:
                 tail = log.read_text(errors="replace").splitlines()[-15:]

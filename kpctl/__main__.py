@@ -5,7 +5,7 @@ import sys
 
 def run() -> None:
     try:
-        from kpctl.cli import main
+        from kpctl.cli.main import main
     except KeyboardInterrupt:
         sys.exit(130)
     main()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from kpctl.errors import KpctlError
 from kpctl.features import FEATURES, detect_features
-from kpctl.tracefs import DEBUGFS, find_tracefs, read_lockdown
+from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
+from kpctl.tracefs import DEBUGFS, Tracefs, find_tracefs, read_lockdown
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,13 @@ def run_checks() -> list[Check]:
         "kallsyms addresses", bool(first.strip("0")), "/proc/kallsyms shows real addresses",
         "run as root, or sysctl kernel.kptr_restrict=0", required=False,
     ))
+    for kind in BACKEND_TYPES:
+        available = kind.availability(Tracefs(tracefs))
+        lifetime = "probes outlive kpctl" if kind.outlives_kpctl else "probes live while kpctl runs"
+        checks.append(Check(
+            f"backend {kind.name}", available.usable, f"{kind.summary}; {lifetime}: {available.detail}",
+            available.fix, required=kind.name == DEFAULT_BACKEND.name,
+        ))
     readme = _read(tracefs / "README") or ""
     supported = detect_features(readme)
     for feature in FEATURES:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Union
 
@@ -37,20 +37,17 @@ _LOST_LINE = re.compile(r"^CPU:(\d+) \[LOST (\d+) EVENTS\]$", re.M)
 _ANY_ARG = re.compile(r" ([A-Za-z_][A-Za-z0-9_]*)=")
 _INT = re.compile(r"-?\d+\Z")
 
-# kpctl_kmod's trace events (kmod/kpctl_trace.h) print like kprobe hits with the probe's
-# name as their first argument: `kprobe_hit: (vfs_read+0x0/0x310) name=reads id=3`.
-# Their hits are shown under that name, as a tracefs probe's are under its event.
-MODULE_EVENTS = frozenset({"kprobe_hit", "kretprobe_hit"})
-_MODULE_NAME = re.compile(r" name=(\S*)")
+# How a backend whose probes share trace events names the probe of a hit: from the
+# event's argument text, (probe name, the arguments left), or None when it cannot.
+ProbeNamer = Callable[[str], "tuple[str, str] | None"]
 
 
-def probe_name(event: str, args: str) -> tuple[str, str]:
+def probe_name(event: str, args: str, namers: Mapping[str, ProbeNamer]) -> tuple[str, str]:
     """(probe name, remaining argument text) of a hit line's event and arguments."""
-    if event in MODULE_EVENTS:
-        m = _MODULE_NAME.match(args)
-        if m is not None:
-            return m.group(1), args[m.end():]
-    return event, args
+    namer = namers.get(event)
+    named = namer(args) if namer is not None else None
+    return named if named is not None else (event, args)
+
 
 Value = Union[int, str, None, list["Value"]]
 
@@ -62,7 +59,7 @@ class ArgSchema:
     types: tuple[ArgType | None, ...]
 
     @classmethod
-    def of(cls, probe: Probe) -> "ArgSchema":
+    def of(cls, probe: Probe) -> ArgSchema:
         # The kernel names unnamed arguments arg1, arg2, ... by position (traceprobe_parse_probe_arg()).
         names = tuple(a.name or f"arg{i}" for i, a in enumerate(probe.args, 1))
         return cls(names, tuple(a.type for a in probe.args))
@@ -117,11 +114,12 @@ def _where(site: str, module: str | None, function: str | None) -> str:
 
 class Hit:
     """One hit of a probe. Fields are read from the matched line on access."""
-    __slots__ = ("_match", "_schema")
+    __slots__ = ("_match", "_schema", "_namers")
 
-    def __init__(self, match: re.Match[str], schema: "_CompiledSchema | None") -> None:
+    def __init__(self, match: re.Match[str], schema: _CompiledSchema | None, namers: Mapping[str, ProbeNamer]) -> None:
         self._match = match
         self._schema = schema
+        self._namers = namers
 
     @property
     def comm(self) -> str:
@@ -141,8 +139,9 @@ class Hit:
 
     @property
     def event(self) -> str:
-        """The probe's name: the trace event's, or a kpctl_kmod probe's."""
-        return probe_name(*self._match.group(_EVENT, _ARGS))[0]
+        """The probe's name: the trace event's, or the one a backend's namer reads."""
+        event, args = self._match.group(_EVENT, _ARGS)
+        return probe_name(event, args, self._namers)[0]
 
     @property
     def is_return(self) -> bool:
@@ -161,7 +160,8 @@ class Hit:
 
     @property
     def args(self) -> dict[str, Value]:
-        return parse_args(probe_name(*self._match.group(_EVENT, _ARGS))[1], self._schema)
+        event, args = self._match.group(_EVENT, _ARGS)
+        return parse_args(probe_name(event, args, self._namers)[1], self._schema)
 
     def to_json(self, backend: str = "") -> dict[str, object]:
         return {
@@ -178,7 +178,7 @@ class _CompiledSchema:
         self.pattern = schema.splitter()
 
 
-def parse_args(text: str, schema: "_CompiledSchema | None") -> dict[str, Value]:
+def parse_args(text: str, schema: _CompiledSchema | None) -> dict[str, Value]:
     """The ``name=value`` pairs after the location, typed.
 
     text starts with the space before the first name. Without a schema (an event kpctl
@@ -202,9 +202,11 @@ class HitCounts:
 
 
 class HitParser:
-    """Turns trace_pipe text into Hits, with the schemas of the events it knows."""
+    """Turns trace_pipe text into Hits, with the schemas of the events it knows and the
+    namers of events that several probes share."""
 
-    def __init__(self, probes: Sequence[Probe] = ()) -> None:
+    def __init__(self, probes: Sequence[Probe] = (), namers: Mapping[str, ProbeNamer] | None = None) -> None:
+        self.namers: Mapping[str, ProbeNamer] = namers or {}
         self._schemas: dict[str, _CompiledSchema] = {}
         for probe in probes:
             if probe.event:
@@ -216,7 +218,7 @@ class HitParser:
         return map(self.hit, hit_matches(text))
 
     def hit(self, match: re.Match[str]) -> Hit:
-        return Hit(match, self._schemas.get(match.group(_EVENT)))  # module events have none
+        return Hit(match, self._schemas.get(match.group(_EVENT)), self.namers)  # shared events have none
 
 
 def hit_matches(text: str) -> Iterator[re.Match[str]]:
@@ -253,9 +255,10 @@ class HitStream:
         comm: str | None = None,
         count: int | None = None,
         backend_of: Mapping[str, str] | None = None,
+        namers: Mapping[str, ProbeNamer] | None = None,
     ) -> None:
         self._out = out
-        self._parser = HitParser(probes)
+        self._parser = HitParser(probes, namers)
         self._as_json = as_json
         self._events = frozenset(events) or None
         self._pid = str(pid) if pid is not None else None
@@ -276,14 +279,14 @@ class HitStream:
         lines: list[str] = []
         append = lines.append
         events, pid, comm, own_pid = self._events, self._pid, self._comm, self._own_pid
-        backend_of, counts = self._backend_of, self.counts
+        backend_of, counts, namers = self._backend_of, self.counts, self._parser.namers
         matched = 0
         # A Hit object is built only for --json; text output formats the match directly.
         for m in hit_matches(text):
             matched += 1
             event, args = m.group(_EVENT, _ARGS)
-            if event in MODULE_EVENTS:
-                event, args = probe_name(event, args)
+            if event in namers:
+                event, args = probe_name(event, args, namers)
             if events is not None and event not in events:
                 continue
             if own_pid is not None and m.group(_PID) == own_pid:

@@ -28,7 +28,7 @@ from typing import Literal, Union
 
 from kpctl.errors import KpctlError, ProbeSyntaxError
 
-DEFAULT_GROUP = "kprobes"  # the kernel's group for probes written without one
+KERNEL_DEFAULT_GROUP = "kprobes"  # the kernel's group for probes written without one
 
 # Event and group names "must follow the same rules as C identifiers" (is_good_name()).
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -153,7 +153,7 @@ class BtfArgument:
 class Dereference:
     """``+|-[u]OFFS(FETCH)``: memory at FETCH + OFFS; ``u`` reads user memory (v5.5)."""
     offset: int
-    base: "Fetch"
+    base: Fetch
     user: bool = False
 
     def __str__(self) -> str:
@@ -247,7 +247,7 @@ class Probe:
 
     @property
     def full_name(self) -> str:
-        return f"{self.group or DEFAULT_GROUP}/{self.event}"
+        return f"{self.group or KERNEL_DEFAULT_GROUP}/{self.event}"
 
     def __str__(self) -> str:
         return format_probe(self)
@@ -448,7 +448,8 @@ def probes_from_targets(
     if not texts:
         raise KpctlError("no target given", "example: kpctl add vfs_read")
     if name is not None and len(texts) > 1:
-        raise KpctlError("--name needs a single target", f"{len(texts)} targets were given: {targets}")
+        raise KpctlError(f"one probe name for {len(texts)} targets: each probe needs a name of its own",
+                         f"give one target, or let each probe take its default name ({targets})")
     if name is not None and not is_valid_name(name):
         raise KpctlError(f"invalid probe name {name!r}", "a name follows the rules of C identifiers: [A-Za-z_][A-Za-z0-9_]*")
     args = tuple(parse_fetch_arg(text) for text in fetchargs)
@@ -457,7 +458,7 @@ def probes_from_targets(
         place, is_return = parse_target(text)
         is_return = is_return or ret
         if maxactive is not None and not is_return:
-            raise KpctlError("--maxactive is for return probes", "add --ret, or write the target as SYMBOL%return")
+            raise KpctlError("maxactive applies to return probes only", f"make it a return probe: {text}%return")
         probes.append(Probe(
             kind="r" if is_return else "p",
             target=place,

@@ -4,18 +4,24 @@ Sources: /proc/kallsyms (every symbol; addresses read as 0 without root), the kp
 blacklist in debugfs (functions and areas the kernel refuses to probe, NOKPROBE_SYMBOL and
 friends) and tracefs available_filter_functions (functions ftrace can trace; one missing
 from it is notrace or in a noinstr section). Each file is read once, when first needed:
-kallsyms has about 100,000 lines.
+kallsyms has about 100,000 lines. By name it answers what may be probed; sorted by
+address, how big a function is and what an address is (inspect).
 """
 from __future__ import annotations
 
+import bisect
 import difflib
 import fnmatch
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import NamedTuple
 
-_TEXT_TYPES = frozenset("tTwW")
+TEXT_TYPES = frozenset("tTwW")
+# Run-time code pages (kprobe instruction slots, ftrace trampolines) are one page each.
+_PAGE = 4096
 # Suffixes GCC gives clones of a function (interprocedural SRA, constant propagation, partial inlining).
 _CLONE_MARKERS = (".isra.", ".constprop.", ".part.", ".cold", ".llvm.")
 
@@ -36,6 +42,8 @@ class FunctionStatus:
 
 
 class KernelSymbols:
+    """kallsyms, the kprobe blacklist and the traceable functions of one kernel."""
+
     def __init__(self, kallsyms: Path, blacklist: Path, filter_functions: Path) -> None:
         self._kallsyms = kallsyms
         self._blacklist = blacklist
@@ -62,7 +70,7 @@ class KernelSymbols:
 
     @cached_property
     def functions(self) -> list[str]:
-        return sorted(n for n, syms in self.by_name.items() if any(s.type in _TEXT_TYPES for s in syms))
+        return sorted(n for n, syms in self.by_name.items() if any(s.type in TEXT_TYPES for s in syms))
 
     @cached_property
     def blacklisted(self) -> frozenset[str] | None:
@@ -102,7 +110,7 @@ class KernelSymbols:
     def status(self, name: str) -> FunctionStatus:
         """Whether a kprobe can sit on function name, and if not, why."""
         symbols = self.by_name.get(name, [])
-        functions = [s for s in symbols if s.type in _TEXT_TYPES]
+        functions = [s for s in symbols if s.type in TEXT_TYPES]
         if not functions:
             if symbols:
                 return FunctionStatus(name, False, f"a data symbol (kallsyms type {symbols[0].type}), not a function")
@@ -128,3 +136,54 @@ class KernelSymbols:
         if self.traceable is not None and name not in self.traceable:
             notes.append("notrace (not in available_filter_functions): the probe traps, ftrace cannot help")
         return FunctionStatus(name, True, "; ".join(notes), module)
+
+    # --- by address ------------------------------------------------------------------
+
+    @cached_property
+    def _sorted(self) -> tuple[list[int], list[KernelSymbol]]:
+        symbols = sorted((s for group in self.by_name.values() for s in group), key=attrgetter("address"))
+        return [s.address for s in symbols], symbols
+
+    def size_of(self, symbol: KernelSymbol) -> int:
+        """Bytes up to the next symbol at a higher address (how kallsyms_lookup_size_offset()
+        sizes a function; on 6.x x86 that excludes the __pfx_ padding of the next one)."""
+        addresses, _ = self._sorted
+        i = bisect.bisect_right(addresses, symbol.address)
+        return addresses[i] - symbol.address if i < len(addresses) else 0
+
+    def address_of(self, name: str) -> int | None:
+        return next((s.address for s in self.by_name.get(name, ())), None)
+
+    def dynamic(self) -> list[KernelSymbol]:
+        """Pages of code the kernel made at run time, which kallsyms lists as modules
+        "__builtin__kprobes" (kprobe_insn_page, kprobe_optinsn_page: v5.1, commit
+        d002b8bc33b9) and "__builtin__ftrace" (ftrace_trampoline): read afresh, because
+        arming a probe is what creates them."""
+        found = []
+        with open(self._kallsyms, errors="replace") as f:
+            for line in f:
+                if "[__builtin__" in line:
+                    address, kind, name, module = line.split()[:4]
+                    found.append(KernelSymbol(name, int(address, 16), kind, module.strip("[]")))
+        return found
+
+    def name(self, address: int, dynamic: Sequence[KernelSymbol] = ()) -> str | None:
+        """sym+0xoff [module] for a code address, as %pS prints it; None for an address
+        in no function (a nearest symbol that is data, or ends before it, names nothing)."""
+        for page in dynamic:
+            if page.address <= address < page.address + _PAGE:
+                return f"{page.name}+{address - page.address:#x} [{page.module}]"
+        addresses, symbols = self._sorted
+        i = bisect.bisect_right(addresses, address) - 1
+        if i < 0 or address == 0:
+            return None
+        s = symbols[i]
+        if s.type not in TEXT_TYPES or address - s.address >= self.size_of(s) > 0:
+            return None
+        text = f"{s.name}+{address - s.address:#x}" if address != s.address else s.name
+        return f"{text} [{s.module}]" if s.module else text
+
+    def namer(self) -> Callable[[int], str | None]:
+        """name(), with the run-time code pages as they are now."""
+        dynamic = self.dynamic()
+        return lambda address: self.name(address, dynamic)

@@ -1,81 +1,105 @@
-"""Reading hits as they come: trace_pipe into a HitStream until told to stop."""
+"""Reading hits as they come: one loop polls every source of hits (a tracefs instance's
+trace_pipe, and any a backend opens of its own) into a sink until told to stop."""
 from __future__ import annotations
 
 import os
 import select
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
+from typing import Protocol
 
-from kpctl.hits import HitStream
 from kpctl.tracefs import open_file
 
 # How long one poll() may block, so that --duration ends on time even with no hits.
 _POLL_MS = 250
 
 
-class StopRequested(Exception):
-    """SIGTERM arrived: stop like Ctrl-C does, so cleanup runs."""
+class HitSink(Protocol):
+    """What takes hits: HitStream for watch, a search for one hit in inspect."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def feed(self, text: str) -> None:
+        """Whole lines of trace text."""
+        ...
+
+    def flush(self) -> None: ...
 
 
-@contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into StopRequested for the duration of the block."""
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise StopRequested()
+class HitSource(Protocol):
+    """A descriptor poll() waits on, and the decoding of what it delivers."""
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def fileno(self) -> int: ...
+
+    def read_into(self, sink: HitSink) -> bool:
+        """Hand what is ready to sink; False once the source has ended."""
+        ...
 
 
-@contextmanager
-def signals_ignored() -> Iterator[None]:
-    """Let cleanup finish: a second Ctrl-C or SIGTERM must not leave a probe behind."""
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+class TracePipeSource:
+    """trace_pipe of a tracefs instance, opened non-blocking (a blocking read() would
+    sleep through a deadline). A read can end mid-line (tracing_read_pipe() copies what
+    fits), so the tail after the last newline waits for the next read."""
+
+    def __init__(self, pipe: Path) -> None:
+        self._file = open_file(pipe, os.O_RDONLY | os.O_NONBLOCK)
+        self._partial = b""
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> TracePipeSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read_into(self, sink: HitSink) -> bool:
+        try:
+            data = os.read(self._file.fileno(), 1 << 16)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False  # end of file: trace_pipe never ends, but a FIFO or a file does
+        data = self._partial + data
+        cut = data.rfind(b"\n") + 1
+        self._partial = data[cut:]
+        if cut:
+            sink.feed(data[:cut].decode(errors="backslashreplace"))
+            sink.flush()
+        return True
 
 
-def pump(pipe: Path, stream: HitStream, duration: float | None = None) -> None:
-    """Feed whole lines of trace_pipe to stream until it has its --count of hits or
-    duration seconds pass; KeyboardInterrupt and StopRequested propagate to the caller.
-
-    trace_pipe is opened non-blocking and polled: a blocking read() would sleep through
-    the deadline. A read can end mid-line (tracing_read_pipe() copies what fits), so the
-    tail after the last newline waits for the next read.
-    """
+def pump(
+    sources: Sequence[HitSource], sink: HitSink, duration: float | None = None,
+    each_round: Callable[[], None] | None = None,
+) -> None:
+    """Feed sink from sources until it is done, every source has ended, or duration
+    seconds pass; each_round runs before every poll. KeyboardInterrupt and
+    StopRequested propagate to the caller."""
     deadline = None if duration is None else time.monotonic() + duration
-    with open_file(pipe, os.O_RDONLY | os.O_NONBLOCK) as file:
-        fd = file.fileno()
-        poller = select.poll()
+    live = {source.fileno(): source for source in sources}
+    poller = select.poll()
+    for fd in live:
         poller.register(fd, select.POLLIN)
-        partial = b""
-        while not stream.done:
-            timeout = _POLL_MS
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                timeout = min(timeout, int(left * 1000) + 1)
-            poller.poll(timeout)
-            try:
-                data = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            if not data:
-                break  # end of file: trace_pipe never ends, but a FIFO or a file does
-            data = partial + data
-            cut = data.rfind(b"\n") + 1
-            partial = data[cut:]
-            if cut:
-                stream.feed(data[:cut].decode(errors="backslashreplace"))
-                stream.flush()
+    while live and not sink.done:
+        timeout = _POLL_MS
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            timeout = min(timeout, int(left * 1000) + 1)
+        if each_round is not None:
+            each_round()
+        poller.poll(timeout)
+        # Every source is read after each poll, ready or not: a non-blocking read of an
+        # idle one costs a system call, and a timeout needs no special case.
+        for fd, source in list(live.items()):
+            if not source.read_into(sink):
+                poller.unregister(fd)
+                del live[fd]

@@ -80,7 +80,7 @@ class KmodClient:
     @property
     def family_id(self) -> int:
         """The netlink message type the kernel gave the family when the module loaded."""
-        return self._sock.prid
+        return int(self._sock.prid)
 
     def _request(self, what: str, msg: KpctlMsg, *, dump: bool = False) -> list[KpctlMsg]:
         from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST

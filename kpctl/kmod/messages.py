@@ -40,7 +40,7 @@ class KprobeFlag(IntFlag):
     ON_FUNC_ENTRY = 16
 
 
-class KpctlMsg(genlmsg):
+class KpctlMsg(genlmsg):  # type: ignore[misc]  # pyroute2 has no type information
     """One kpctl_kmod request or reply: the genl header and KPCTL_A_* attributes."""
 
     prefix = "KPCTL_A_"

@@ -21,10 +21,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_command_output_and_exit_code_come_back() -> None:
-    result = harness.run(GUEST, "uname -m; cat /sys/kernel/tracing/tracing_on; exit 3", timeout=300, echo=False)
+def test_command_output_and_exit_code_come_back_unjudged() -> None:
+    # Only the kernel's own (timestamped) lines are judged: a test may print a splat's text.
+    result = harness.run(
+        GUEST, "uname -m; cat /sys/kernel/tracing/tracing_on; echo 'BUG: soft lockup, Oops, WARNING: CPU: 0 PID: 1'; exit 3",
+        timeout=300, echo=False,
+    )
     assert result.returncode == 3
-    assert result.output.split() == ["x86_64" if GUEST.arch == "x86_64" else "aarch64", "1"]
+    assert result.output.splitlines() == [
+        "x86_64" if GUEST.arch == "x86_64" else "aarch64", "1", "BUG: soft lockup, Oops, WARNING: CPU: 0 PID: 1"]
     assert result.kernel_release.startswith("6.1.")
 
 
@@ -70,18 +75,14 @@ def test_kernel_warning_stops_the_guest_at_once(splat_module: str) -> None:
 
 def test_soft_lockup_stops_the_guest_at_once(splat_module: str) -> None:
     started = time.monotonic()
-    # The soft lockup detector (20 s) and RCU's stall detector (21 s) race to report it.
+    # The soft lockup detector reports after twice watchdog_thresh (2 s here, 20 s by
+    # default); RCU's stall detector (21 s) may race it on a slow machine.
     with pytest.raises(harness.HarnessError,
                        match=rf"guest {GUEST}: kernel log shows a splat: .*(BUG: soft lockup|detected stall)") as exc:
-        harness.run(GUEST, f"insmod {splat_module} what=softlockup", timeout=600, echo=False)
+        harness.run(GUEST, f"sysctl -qw kernel.watchdog_thresh=1; insmod {splat_module} what=softlockup",
+                    timeout=600, echo=False)
     assert time.monotonic() - started < 200
     assert "kpctl_splat_init" in str(exc.value)
-
-
-def test_quoted_splat_in_command_output_is_not_a_splat() -> None:
-    # Only the kernel's own (timestamped) lines count: a test may print a splat's text.
-    result = harness.run(GUEST, "echo 'BUG: soft lockup, Oops, WARNING: CPU: 0 PID: 1'", timeout=300, echo=False)
-    assert result.returncode == 0
 
 
 def test_console_watch_finds_the_first_kernel_splat() -> None:

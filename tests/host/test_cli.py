@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import errno
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from captured import DATA
+from click.testing import CliRunner
 
-from kpctl import cli as cli_module
-from kpctl.cli import cli
+from kpctl.cli import main as cli_module
+from kpctl.cli import reference
+from kpctl.cli.main import cli
 from kpctl.tracefs import Tracefs
 
 CAPTURE = DATA / "x86_64-6.1"
@@ -145,8 +146,8 @@ def test_bad_fetcharg_is_one_error_line_with_the_spot_marked(fake: Tracefs) -> N
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["add", "vfs_read,vfs_write", "--name", "x"], "Error: --name needs a single target"),
-    (["add", "vfs_read", "--maxactive", "4"], "Error: --maxactive is for return probes"),
+    (["add", "vfs_read,vfs_write", "--name", "x"], "Error: one probe name for 2 targets: each probe needs a name of its own"),
+    (["add", "vfs_read", "--maxactive", "4"], "Error: maxactive applies to return probes only"),
     (["add", "vfs_read", "--name", "bad-name"], "Error: invalid probe name 'bad-name'"),
     (["rm", "opne"], "Error: no probe named opne in group kpctl"),
     (["enable", "nope"], "Error: no probe named nope in group kpctl"),
@@ -231,15 +232,20 @@ def test_funcs_says_a_data_symbol_is_not_a_function(fake: Tracefs) -> None:
     assert json.loads(run("funcs", "jiffies", "--json")[1])[0]["note"] == "a data symbol (kallsyms type D), not a function"
 
 
-@pytest.mark.parametrize("command", ["add", "list", "rm", "enable", "disable", "stats", "watch", "trace", "funcs", "doctor"])
-def test_every_command_help_has_an_example(command: str) -> None:
-    code, out = run(command, "--help")
+@pytest.mark.parametrize("command", list(reference.commands()), ids=" ".join)
+def test_every_command_help_has_an_example(command: tuple[str, ...]) -> None:
+    code, out = run(*command, "--help")
     assert code == 0 and "Example" in out
+
+
+def test_the_command_reference_is_in_step_with_the_code() -> None:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+    assert doc.read_text() == reference.render(), "docs/cli.md is stale: run make docs"
 
 
 def test_cli_import_stays_light() -> None:
     """`kpctl --help` and `kpctl list` start fast: nothing heavy at import time."""
-    code = "import sys, kpctl.cli; print(sorted(m for m in ('tabulate', 'pyroute2', 'kpctl.tracefs', 'json') if m in sys.modules))"
+    code = "import sys, kpctl.cli.main; print(sorted(m for m in ('tabulate', 'pyroute2', 'kpctl.tracefs', 'json') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -8,8 +8,9 @@ import pytest
 
 pytest.importorskip("capstone")
 
-from kpctl import disasm
-from kpctl.disasm import (
+from kpctl.errors import KpctlError
+from kpctl.inspect import disasm
+from kpctl.inspect.disasm import (
     Instruction,
     boundaries_of,
     changed_bytes,
@@ -20,7 +21,6 @@ from kpctl.disasm import (
     probe_refusal,
     recognise,
 )
-from kpctl.errors import KpctlError
 
 X86_BASE = 0xFFFFFFFF981669E0
 # vfs_read on x86_64 6.1: ftrace's nop, push %r15, push %r14, push %r13, push %r12.

@@ -9,21 +9,14 @@ import pytest
 
 pytest.importorskip("capstone")
 
-from kpctl.disasm import boundaries_of, disassemble
-from kpctl.inspect import (
-    INSPECT_GROUP,
-    Report,
-    ReturnTrip,
-    Step,
-    SymbolTable,
-    code_lines,
-    offset_refusal,
-    probes_on,
-    render_text,
-    to_json,
-)
-from kpctl.model import parse_probe
-from kpctl.symbols import KernelSymbol
+from kpctl.backends.base import ProbeInfo
+from kpctl.inspect.code import code_lines, offset_refusal
+from kpctl.inspect.disasm import boundaries_of, disassemble
+from kpctl.inspect.render import render_text, to_json
+from kpctl.inspect.report import Report, ReturnTrip, Step
+from kpctl.inspect.target import INSPECT_GROUP, probes_on
+from kpctl.model import Probe, Target, parse_probe
+from kpctl.symbols import KernelSymbols
 from kpctl.tracefs import parse_kprobe_list
 
 BASE = 0xFFFFFFFF947669E0
@@ -82,12 +75,16 @@ def test_probes_on_the_function_and_their_owners() -> None:
         parse_probe(f"p:{INSPECT_GROUP}/p42 vfs_read+5"),
         parse_probe("r10:other/ret vfs_read"),
     ]
-    probes = probes_on(_report(), states, defined, "kpctl", kmod=[(BASE + 9, False)])
+    elsewhere = [
+        ProbeInfo(Probe("p", Target("vfs_read", 9), event="reads"), True, None, "kmod", address=BASE + 9),
+        ProbeInfo(Probe("p", Target("vfs_read"), event="mine"), True, None, "tracefs"),  # no address: in kprobe_events
+    ]
+    probes = probes_on(_report(), states, defined, "kpctl", elsewhere)
     assert [(p.where, p.owner) for p in probes] == [
         ("vfs_read+0x0", "kpctl: tracefs kpctl/vfs_read"),
         ("vfs_read+0x5", f"kpctl: tracefs {INSPECT_GROUP}/p42"),
         ("vfs_read+0x0", "another tool: tracefs other/ret"),
-        ("vfs_read+0x9", "kpctl: kernel module kpctl_kmod"),
+        ("vfs_read+0x9", "kpctl: backend kmod, probe reads"),
     ]
     alone = probes_on(_report(), states[:1], [], "kpctl")
     assert alone[0].owner.startswith("not in tracefs: perf_event_open")
@@ -100,12 +97,8 @@ def test_symbol_table_sizes_and_names(tmp_path: Path) -> None:
         "ffffffffc0396000 t kprobe_optinsn_page\t[__builtin__kprobes]\n"
         "ffffffffc0390000 d __this_module\t[virtio_pci]\n"
     )
-    by_name: dict[str, list[KernelSymbol]] = {}
-    for line in kallsyms.read_text().splitlines():
-        f = line.split()
-        by_name.setdefault(f[2], []).append(KernelSymbol(f[2], int(f[0], 16), f[1], f[3].strip("[]") if len(f) > 3 else None))
-    table = SymbolTable(by_name, kallsyms)
-    assert table.size_of(by_name["vfs_read"][0]) == 784
+    table = KernelSymbols(kallsyms, tmp_path / "blacklist", tmp_path / "available_filter_functions")
+    assert table.size_of(table.by_name["vfs_read"][0]) == 784
     namer = table.namer()
     assert namer(BASE + 5) == "vfs_read+0x5"
     assert namer(0xFFFFFFFFC0396040) == "kprobe_optinsn_page+0x40 [__builtin__kprobes]"

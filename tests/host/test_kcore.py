@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kpctl import kcore
-from kpctl.kcore import Kcore, KcoreError, Segment
+from kpctl.inspect import kcore
+from kpctl.inspect.kcore import Kcore, KcoreError, Segment
 
 TEXT = 0xFFFFFFFF81000000
 MODULES = 0xFFFFFFFFC0000000

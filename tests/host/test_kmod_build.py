@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from kpctl.cli.kmod import kmod
 from kpctl.kmod import build
-from kpctl.kmod.cli import kmod
 
 
 def test_missing_headers_name_the_package() -> None:

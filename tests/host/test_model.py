@@ -10,9 +10,27 @@ from hypothesis import strategies as st
 
 from kpctl.errors import ProbeSyntaxError
 from kpctl.model import (
-    AllArguments, ArgType, Bitfield, BtfArgument, Comm, Dereference, FetchArg, FunctionArgument,
-    Immediate, MemoryAddress, MemorySymbol, Probe, Register, ReturnValue, StackAddress, StackEntry,
-    Target, default_event_name, format_probe, parse_fetch_arg, parse_probe,
+    AllArguments,
+    ArgType,
+    Bitfield,
+    BtfArgument,
+    Comm,
+    Dereference,
+    FetchArg,
+    FunctionArgument,
+    Immediate,
+    MemoryAddress,
+    MemorySymbol,
+    Probe,
+    Register,
+    ReturnValue,
+    StackAddress,
+    StackEntry,
+    Target,
+    default_event_name,
+    format_probe,
+    parse_fetch_arg,
+    parse_probe,
 )
 
 

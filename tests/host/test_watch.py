@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from kpctl.hits import HitStream
-from kpctl.watch import pump
+from kpctl.watch import TracePipeSource, pump
 
 LINE = "cat-154 [000] ..... 6.381650: retsfx: (ksys_read+0x6b/0xf0 <- vfs_read) ret=0x340\n"
 
@@ -31,7 +31,8 @@ def test_a_line_split_across_reads_is_one_hit(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     writer = write_later(fifo, [LINE[:30], LINE[30:] + LINE])
     stream = HitStream(io.StringIO())
-    pump(fifo, stream, duration=1.0)
+    with TracePipeSource(fifo) as source:
+        pump([source], stream, duration=1.0)
     writer.join()
     assert stream.counts.hits == 2 and stream.counts.unparsed == 0
 
@@ -42,7 +43,8 @@ def test_count_ends_the_watch_before_the_duration(tmp_path: Path) -> None:
     writer = write_later(fifo, [LINE * 3])
     stream = HitStream(io.StringIO(), count=2)
     started = time.monotonic()
-    pump(fifo, stream, duration=5.0)
+    with TracePipeSource(fifo) as source:
+        pump([source], stream, duration=5.0)
     writer.join()
     assert stream.counts.hits == 2 and time.monotonic() - started < 2
 
@@ -52,6 +54,7 @@ def test_duration_ends_a_watch_without_hits(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     keep_open = os.open(fifo, os.O_RDWR)  # a writer that never writes
     started = time.monotonic()
-    pump(fifo, HitStream(io.StringIO()), duration=0.3)
+    with TracePipeSource(fifo) as source:
+        pump([source], HitStream(io.StringIO()), duration=0.3)
     os.close(keep_open)
     assert 0.3 <= time.monotonic() - started < 1.5

@@ -7,8 +7,11 @@ missing feature is a broken harness or a broken kpctl, never a reason to pass.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+from kpctl.tracefs import Tracefs
 
 REQUIRED = os.environ.get("KPCTL_REQUIRE_KERNEL") == "1"
 
@@ -20,6 +23,13 @@ def require(condition: bool, reason: str) -> None:
     if REQUIRED:
         pytest.fail(f"required kernel feature missing: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def emptied_pipe(tracefs: Tracefs, instance: str) -> Path:
+    """instance's trace_pipe, its buffer emptied (the instance made if need be)."""
+    tracefs.make_instance(instance)
+    tracefs.write_value(f"{instance}/trace", "")
+    return tracefs.path(f"{instance}/trace_pipe")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -26,7 +26,7 @@ from conftest import require
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "guest"))
 from harness import SPLAT
 
-from kpctl.kmod import build
+from kpctl.kmod import build, loader
 from kpctl.kmod.client import KmodClient
 
 TRACEFS = Path("/sys/kernel/tracing")
@@ -57,8 +57,8 @@ def built_module() -> build.BuildResult:
 
 
 def ensure_loaded(params: dict[str, int] | None = None) -> None:
-    if not build.is_loaded():
-        build.load(built_module().module, params)
+    if not loader.is_loaded():
+        loader.load(built_module().module, params)
 
 
 def kernel_log() -> list[str]:
@@ -79,7 +79,7 @@ def kmod() -> Iterator[KmodClient]:
     with KmodClient() as client:
         yield client
     # A fresh client: the test may have reloaded the module, which renumbers the family.
-    if build.is_loaded():
+    if loader.is_loaded():
         with KmodClient() as client:
             for probe in client.dump():
                 client.remove(probe.id)
@@ -90,8 +90,8 @@ def kmod() -> Iterator[KmodClient]:
 def reload_after(kmod: KmodClient) -> Iterator[None]:
     """The test unloads the module; load it again, with its defaults, for the next test."""
     yield
-    if build.is_loaded():
-        build.unload()
+    if loader.is_loaded():
+        loader.unload()
     ensure_loaded()
 
 

@@ -20,12 +20,16 @@ from typing import Any
 import pytest
 from conftest import require
 
-from kpctl.backend import ProbeInfo
-from kpctl.disasm import ARM64_KPROBE_BRK, X86_INT3, X86_JMP32, Arch, host_arch
+from kpctl.backends.base import ProbeInfo
+from kpctl.backends.tracefs import TracefsBackend
 from kpctl.errors import KernelRejectedError
-from kpctl.inspect import INSPECT_GROUP, Inspector, Report, Step, kprobes_on_ftrace
+from kpctl.inspect.arm import Arming
+from kpctl.inspect.disasm import ARM64_KPROBE_BRK, X86_INT3, X86_JMP32, Arch, host_arch
+from kpctl.inspect.inspector import Inspector
+from kpctl.inspect.report import Report, Step
+from kpctl.inspect.target import INSPECT_GROUP, kprobes_on_ftrace
 from kpctl.model import Probe, Target
-from kpctl.tracefs import Tracefs, TracefsBackend, find_tracefs
+from kpctl.tracefs import Tracefs, find_tracefs
 
 FUNCTION = "vfs_read"  # called by every read(2): the return probe sees one of ours
 OPTIMIZATION = Path("/proc/sys/debug/kprobes-optimization")
@@ -41,7 +45,7 @@ def _arch() -> Arch:
 @pytest.fixture(scope="module")
 def shared_inspector() -> Inspector:
     """One for the module: its kallsyms tables take seconds to build under emulation.
-    Code pages made at run time are read afresh by every inspection (SymbolTable.dynamic)."""
+    Code pages made at run time are read afresh by every inspection (KernelSymbols.dynamic)."""
     require(os.geteuid() == 0, "needs root")
     require(Path("/proc/kcore").exists(), "needs /proc/kcore (CONFIG_PROC_KCORE)")
     require(importlib.util.find_spec("capstone") is not None, "needs capstone")
@@ -101,7 +105,7 @@ def _assert_restored(report: Report) -> None:
 
 def test_breakpoint_at_probed_address(inspector: Inspector, no_optimization: None) -> None:
     offset = _body_offset(inspector)
-    report = inspector.arm(inspector.inspect(f"{FUNCTION}+{offset}"), wait=2)
+    report = Arming(inspector).arm(inspector.inspect(f"{FUNCTION}+{offset}"), wait=2)
     armed = _at(_step(report, "armed"), offset)
     if inspector.arch == "x86_64":
         assert armed[0] == X86_INT3, armed.hex(" ")
@@ -117,7 +121,7 @@ def test_x86_optimized_jump_within_bounded_wait(inspector: Inspector) -> None:
     require(OPTIMIZATION.exists() and OPTIMIZATION.read_text().strip() == "1",
             "kprobes-optimization is off or absent (CONFIG_OPTPROBES)")
     offset = _body_offset(inspector)
-    report = inspector.arm(inspector.inspect(f"{FUNCTION}+{offset}"), wait=10)
+    report = Arming(inspector).arm(inspector.inspect(f"{FUNCTION}+{offset}"), wait=10)
     optimized = _step(report, "optimized")
     assert optimized.elapsed is not None and optimized.elapsed <= 10
     raw = _at(optimized, offset)
@@ -129,7 +133,7 @@ def test_x86_optimized_jump_within_bounded_wait(inspector: Inspector) -> None:
 @x86_only
 def test_x86_entry_probe_goes_through_ftrace(inspector: Inspector) -> None:
     require(kprobes_on_ftrace(inspector.symbols), "no kprobe_ftrace_handler in kallsyms (CONFIG_KPROBES_ON_FTRACE)")
-    report = inspector.arm(inspector.inspect(FUNCTION), wait=2)
+    report = Arming(inspector).arm(inspector.inspect(FUNCTION), wait=2)
     step = _step(report, "ftrace")
     assert "FTRACE" in step.flags
     assert _at(step, report.offset)[0] == 0xE8  # call into the ftrace trampoline (+4 after ENDBR64)
@@ -138,7 +142,7 @@ def test_x86_entry_probe_goes_through_ftrace(inspector: Inspector) -> None:
 
 
 def test_return_goes_through_trampoline(inspector: Inspector) -> None:
-    report = inspector.arm(inspector.inspect(FUNCTION), wait=5)
+    report = Arming(inspector).arm(inspector.inspect(FUNCTION), wait=5)
     ret = report.ret
     assert ret is not None and ret.trampoline is not None, "no return trampoline in kallsyms"
     assert ret.trampoline_address
@@ -156,7 +160,7 @@ def test_non_boundary_offset_refused(inspector: Inspector) -> None:
     refused = inspector.inspect(f"{FUNCTION}+{offset}")
     assert not refused.probeable and any(reason in r for r in refused.reasons), refused.reasons
     with pytest.raises(KernelRejectedError):  # and the kernel agrees
-        backend = TracefsBackend(inspector.tracefs, group=INSPECT_GROUP, instance=INSPECT_GROUP)
+        backend = TracefsBackend(inspector.tracefs, group=INSPECT_GROUP, instance=f"instances/{INSPECT_GROUP}")
         backend.add([Probe("p", Target(symbol=FUNCTION, offset=offset), event="refused")])
     inspector.tracefs.remove_instance(f"instances/{INSPECT_GROUP}")
 
@@ -189,7 +193,7 @@ def test_marks_agree_with_the_kernel(inspector: Inspector, function: str) -> Non
     """Each instruction inspect marks as probeable the kernel accepts, each it refuses
     the kernel refuses: the probes are defined disabled, which registers them all the same."""
     report = inspector.inspect(function, instructions=24)
-    backend = TracefsBackend(inspector.tracefs, group=INSPECT_GROUP, instance=INSPECT_GROUP)
+    backend = TracefsBackend(inspector.tracefs, group=INSPECT_GROUP, instance=f"instances/{INSPECT_GROUP}")
     disagree = []
     try:
         for n, line in enumerate(report.code):
@@ -234,7 +238,7 @@ def test_arm_interrupted_removes_its_probe(inspector: Inspector, signum: int) ->
 
 def test_arm_interrupted_while_adding_removes_its_instance(inspector: Inspector, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Ctrl-C that lands in add() of the return probe (add() undoes its own probe): the
-    instance hit_pipe() made for that probe goes too; the fixture checks."""
+    instance made for that probe goes too; the fixture checks."""
     real_add = TracefsBackend.add
 
     def add_interrupted_at_return(self: TracefsBackend, probes: list[Probe], **kwargs: Any) -> list[ProbeInfo]:
@@ -244,4 +248,4 @@ def test_arm_interrupted_while_adding_removes_its_instance(inspector: Inspector,
 
     monkeypatch.setattr(TracefsBackend, "add", add_interrupted_at_return)
     with pytest.raises(KeyboardInterrupt):
-        inspector.arm(inspector.inspect(FUNCTION), wait=1)
+        Arming(inspector).arm(inspector.inspect(FUNCTION), wait=1)

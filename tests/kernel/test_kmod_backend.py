@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import emptied_pipe
 from kmod_fixtures import TRACEFS, WORKLOAD_RESULT, WORKLOAD_SYSCALL, kmod, run_workload, syscall_symbol  # noqa: F401
 
-from kpctl.cli import cli
+from kpctl.backends.kmod import PROBE_NAMERS, KmodBackend
+from kpctl.cli.kmod import kmod as kmod_cli
+from kpctl.cli.main import cli
 from kpctl.errors import ProbeNotFoundError
 from kpctl.hits import HitParser
-from kpctl.kmod.backend import KmodBackend
-from kpctl.kmod.cli import kmod as kmod_cli
 from kpctl.kmod.client import KmodClient, KmodError
 from kpctl.model import Probe, Target
 from kpctl.tracefs import Tracefs
@@ -29,7 +30,7 @@ INSTANCE = "kpctl_kmod_test_backend"
 
 @pytest.fixture
 def backend(kmod: KmodClient) -> Iterator[KmodBackend]:
-    backend = KmodBackend(Tracefs(TRACEFS), group="kpctl", instance=INSTANCE)
+    backend = KmodBackend(Tracefs(TRACEFS), group="kpctl", instance=f"instances/{INSTANCE}")
     yield backend
     backend.close()
     instance = TRACEFS / "instances" / INSTANCE
@@ -67,9 +68,9 @@ def test_hits_arrive_in_the_pipe(backend: KmodBackend) -> None:
     infos = backend.add([workload_probe("p", "kt_e"), workload_probe("r", "kt_r")])
     assert [(i.name, i.backend, i.enabled, i.probe.is_return) for i in infos] == [
         ("kt_e", "kmod", True, False), ("kt_r", "kmod", True, True)]
-    pipe = backend.hit_pipe()
+    pipe = emptied_pipe(backend.tracefs, backend.instance)
     run_workload(3)
-    hits = list(HitParser().hits(read_pipe(pipe, 6)))
+    hits = list(HitParser(namers=PROBE_NAMERS).hits(read_pipe(pipe, 6)))
     assert sorted((h.event, h.is_return, "name" in h.args) for h in hits) == (
         [("kt_e", False, False)] * 3 + [("kt_r", True, False)] * 3)
     assert {h.args["ret"] for h in hits if h.is_return} == {WORKLOAD_RESULT}

@@ -20,7 +20,7 @@ from kmod_fixtures import (
     syscall_symbol,
 )
 
-from kpctl.kmod import build
+from kpctl.kmod import loader
 from kpctl.kmod.client import KmodClient, KmodError
 from kpctl.kmod.messages import MAXACTIVE_MAX, NAME_MAX, Kind
 
@@ -133,8 +133,8 @@ def test_notrace_function_is_refused(kmod: KmodClient) -> None:
 
 
 def test_return_probe_instances_have_a_budget(kmod: KmodClient, reload_after: None) -> None:
-    build.unload()
-    build.load(built_module().module, {"max_instances": 20})
+    loader.unload()
+    loader.load(built_module().module, {"max_instances": 20})
     with KmodClient() as client:
         client.add(syscall_symbol(WORKLOAD_SYSCALL), "kt_inst_a", kind=Kind.RETURN, maxactive=16)
         with pytest.raises(KmodError, match="return probe instances would pass the max_instances budget") as e:
@@ -202,7 +202,7 @@ def test_longest_name(kmod: KmodClient) -> None:
 # messages, as root with only some capabilities, or in a namespace of its own.
 _CHILD = """
 import ctypes, sys
-from kpctl.kmod import build
+from kpctl.kmod import loader
 from kpctl.kmod.client import KmodClient, KmodError
 libc = ctypes.CDLL(None, use_errno=True)
 how = sys.argv[1]

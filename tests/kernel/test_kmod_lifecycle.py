@@ -28,23 +28,23 @@ from kmod_fixtures import (  # noqa: F401 (fixtures)
     trace_instance,
 )
 
-from kpctl.cli import cli
-from kpctl.kmod import build
+from kpctl.cli.main import cli
 from kpctl.kmod import client as client_module
+from kpctl.kmod import loader
 from kpctl.kmod.build import KmodBuildError
 from kpctl.kmod.client import KmodClient, KmodError, KmodNotLoadedError
 from kpctl.kmod.messages import Cmd, Kind, KmodProbe
 
 
 def test_status_of_the_loaded_module(kmod: KmodClient) -> None:
-    status = build.status()
+    status = loader.status()
     assert status.loaded and (status.max_probes, status.max_instances) == (128, 16384)
     assert status.module == built_module().module
 
 
 def test_probe_limit(kmod: KmodClient, reload_after: None) -> None:
-    build.unload()
-    build.load(built_module().module, {"max_probes": 2})
+    loader.unload()
+    loader.load(built_module().module, {"max_probes": 2})
     with KmodClient() as client:
         client.add(syscall_symbol(WORKLOAD_SYSCALL), "kt_a")
         client.add(syscall_symbol("getppid"), "kt_b")
@@ -67,8 +67,8 @@ def test_rmmod_with_armed_probes_and_a_reader(kmod: KmodClient, trace_instance: 
         while b"kretprobe_hit" not in Path("/tmp/kt_reader.out").read_bytes():
             assert time.monotonic() < deadline, "no hits reached trace_pipe"
             time.sleep(0.2)
-        build.unload()
-        assert not build.is_loaded()
+        loader.unload()
+        assert not loader.is_loaded()
         time.sleep(0.5)
         # Removing the module's events resets the trace buffers with recording paused
         # (tracing_reset_all_online_cpus()); a blocking reader that has read before may
@@ -102,8 +102,8 @@ def test_dump_is_one_view_while_another_client_changes_probes(
     """Enough probes for a dump of several parts, and a second client that removes low
     ids and adds the same names back with new ones: without NLM_F_DUMP_INTR and the
     client's retry, a dump could send such a name once in each part."""
-    build.unload()
-    build.load(built_module().module, {"max_probes": 400})
+    loader.unload()
+    loader.load(built_module().module, {"max_probes": 400})
     with KmodClient() as client:
         made = add_many(client, 300)
         stop = threading.Event()
@@ -149,8 +149,8 @@ def add_many(client: KmodClient, count: int) -> list[KmodProbe]:
 
 
 def test_half_read_dump_holds_the_module(kmod: KmodClient, reload_after: None) -> None:
-    build.unload()
-    build.load(built_module().module, {"max_probes": 400})
+    loader.unload()
+    loader.load(built_module().module, {"max_probes": 400})
     with KmodClient() as client:
         add_many(client, 300)
         family = client.family_id
@@ -161,13 +161,13 @@ def test_half_read_dump_holds_the_module(kmod: KmodClient, reload_after: None) -
         assert struct.unpack_from("=H", first, 4)[0] == family  # probes, not the end
         # An open dump holds a reference on the module: no unload under its feet.
         with pytest.raises(KmodBuildError, match="in use"):
-            build.unload()
+            loader.unload()
     finally:
         raw.close()
     deadline = time.monotonic() + 10
-    while build.is_loaded():  # the socket's release drops the dump's reference
+    while loader.is_loaded():  # the socket's release drops the dump's reference
         try:
-            build.unload()
+            loader.unload()
         except KmodBuildError:
             assert time.monotonic() < deadline, "the module stayed in use after the dump's socket closed"
             time.sleep(0.1)
@@ -199,9 +199,9 @@ def test_rmmod_racing_requests(kmod: KmodClient, reload_after: None) -> None:
     try:
         time.sleep(1)
         deadline = time.monotonic() + 30
-        while build.is_loaded():
+        while loader.is_loaded():
             try:
-                build.unload()
+                loader.unload()
             except KmodBuildError:  # a dump held it for a moment
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
@@ -226,7 +226,7 @@ def test_pending_return_instances_across_remove_and_rmmod(kmod: KmodClient, relo
         assert time.monotonic() < deadline, "sleep never entered clock_nanosleep"
         time.sleep(0.05)
     kmod.remove(probe.id)
-    build.unload()
+    loader.unload()
     assert sleeper.wait(timeout=30) == 0
     # The workload goes on through the same function afterwards.
     assert subprocess.run(["sleep", "0.1"], check=False).returncode == 0

@@ -29,7 +29,7 @@ from kmod_fixtures import (  # noqa: F401 (fixtures)
 )
 from perf import perf_kprobe
 
-from kpctl.kcore import Kcore
+from kpctl.inspect.kcore import Kcore
 from kpctl.kmod.client import KmodClient, KmodError
 from kpctl.kmod.messages import Kind, KprobeFlag
 
@@ -197,7 +197,7 @@ def test_other_tools_probe_removed_while_the_module_probe_stays(
     assert kernel_probes_at(SYMBOL) == []
 
 
-STRESS_SECONDS = float(os.environ.get("KPCTL_STRESS_SECONDS", "10"))
+STRESS_SECONDS = float(os.environ.get("KPCTL_STRESS_SECONDS", "5"))
 STRESS_MIN_OPERATIONS = 10  # per thread, however slow the machine: the stress goes on until then
 STRESS_SYSCALLS = ("getppid", "getpid", "getuid", "sched_get_priority_max")
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import require
+from conftest import emptied_pipe, require
 from perf import perf_tracepoint
 
-from kpctl.cli import cli
+from kpctl.backends.tracefs import TracefsBackend
+from kpctl.cli.main import cli
 from kpctl.errors import (
     KernelRejectedError,
     ProbeBusyError,
@@ -29,8 +30,8 @@ from kpctl.errors import (
 )
 from kpctl.hits import HitStream
 from kpctl.model import Probe, Target, default_event_name, parse_fetch_arg
-from kpctl.tracefs import Tracefs, TracefsBackend, find_tracefs
-from kpctl.watch import pump
+from kpctl.tracefs import Tracefs, find_tracefs
+from kpctl.watch import TracePipeSource, pump
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 OTHER_PROBE = "p:other/kpctl_test_keep vfs_write"
@@ -77,12 +78,13 @@ def path_arg(tracefs: Tracefs) -> str:
 
 def collect_hits(backend: TracefsBackend, probes: list[Probe], action: object, settle: float = 1.0) -> list[dict]:
     """Run action() while watching; return this process's hits as --json dicts."""
-    pipe = backend.hit_pipe()
+    pipe = emptied_pipe(backend.tracefs, backend.instance)
     assert callable(action)
     action()
     out = io.StringIO()
     stream = HitStream(out, probes, as_json=True, pid=os.getpid())
-    pump(pipe, stream, duration=settle)
+    with TracePipeSource(pipe) as source:
+        pump([source], stream, duration=settle)
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 

@@ -30,7 +30,7 @@ from kmod_fixtures import (  # noqa: F401 (fixtures)
 
 from kpctl.kmod.client import KmodClient
 
-SOAK_SECONDS = float(os.environ.get("KPCTL_SOAK_SECONDS", "30"))
+SOAK_SECONDS = float(os.environ.get("KPCTL_SOAK_SECONDS", "10"))
 WORKERS = 3
 # Work done whatever the time: on a loaded machine kpctl may start only a few times in
 # SOAK_SECONDS, and the soak then goes on until it has done this much.
@@ -45,7 +45,7 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 _WORKER = """
 import json, random, sys, time
 import click
-from kpctl.cli import cli
+from kpctl.cli.main import cli
 index, until, least, symbols = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
 rng = random.Random(index)
 mine, counts = [], {"operations": 0, "refused_adds": 0}
@@ -106,7 +106,7 @@ def test_soak(kmod: KmodClient, tmp_path: Path) -> None:
         finished(kpctl("add", symbols[0], "--name", name, "--backend", backend))
     outputs = [tmp_path / f"watch{i}.jsonl" for i in range(2)]
     watches = [kpctl("watch", "--json", stdout=out.open("w")) for out in outputs]
-    time.sleep(5)  # both watches read before the churn starts
+    time.sleep(3)  # both watches read before the churn starts
     until = time.time() + SOAK_SECONDS
     workers = [
         subprocess.Popen([sys.executable, "-c", _WORKER, str(i), str(until), str(MIN_OPERATIONS), ",".join(symbols)],

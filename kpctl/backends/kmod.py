@@ -1,26 +1,44 @@
-"""kpctl_kmod as a kpctl backend (kpctl/backend.py): the module's probes listed, counted,
-enabled and watched like the tracefs ones.
+"""kpctl_kmod as a kpctl backend (kpctl/backends/base.py): the module's probes listed,
+counted, enabled and watched like the tracefs ones.
 
 The module keeps one namespace of probe names, whatever kpctl group is asked for, and
 records no fetch arguments: its hits carry the probe, the address, and for return probes
 the return value and the latency. Its trace events are enabled in kpctl's own tracefs
-instance, so one trace_pipe carries the hits of both backends.
+instance, so one trace_pipe carries the hits of both backends. They print like kprobe
+hits with the probe's name as their first argument (kmod/kpctl_trace.h):
+`kprobe_hit: (vfs_read+0x0/0x310) name=reads id=3`, and are shown under that name.
 """
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Literal
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
-from kpctl.backend import ProbeInfo, ProbeStats
-from kpctl.errors import KpctlError, ProbeExistsError, check_probe_names
+from kpctl.backends.base import ProbeInfo, ProbeStats
+from kpctl.errors import KpctlError, ProbeExistsError, TracefsError, check_probe_names
+from kpctl.kmod import loader
 from kpctl.kmod.client import KmodClient, KmodError
 from kpctl.kmod.messages import Kind, KmodProbe, KprobeFlag
 from kpctl.model import Probe, Target, default_event_name
-from kpctl.tracefs import DEFAULT_INSTANCE, Tracefs
+from kpctl.tracefs import KPCTL_INSTANCE, Tracefs, find_tracefs
+
+if TYPE_CHECKING:
+    from kpctl.hits import ProbeNamer
+    from kpctl.watch import HitSource
 
 EVENT_SYSTEM = "kpctl_kmod"  # TRACE_SYSTEM of kmod/kpctl_trace.h
+HIT_EVENTS = ("kprobe_hit", "kretprobe_hit")
+_NAME_ARG = re.compile(r" name=(\S*)")
+
+
+def probe_of_hit(args: str) -> tuple[str, str] | None:
+    """(probe name, the arguments after it) of a module event's argument text."""
+    m = _NAME_ARG.match(args)
+    return (m.group(1), args[m.end():]) if m is not None else None
+
+
+PROBE_NAMERS: Mapping[str, ProbeNamer] = dict.fromkeys(HIT_EVENTS, probe_of_hit)
 
 
 def to_probe(kp: KmodProbe) -> Probe:
@@ -36,10 +54,10 @@ def flag_names(flags: KprobeFlag) -> tuple[str, ...]:
 class KmodBackend:
     name = "kmod"
 
-    def __init__(self, tracefs: Tracefs, group: str, instance: str = DEFAULT_INSTANCE) -> None:
+    def __init__(self, tracefs: Tracefs, group: str, instance: str = KPCTL_INSTANCE) -> None:
         self.tracefs = tracefs
         self.group = group
-        self.instance = f"instances/{instance}"
+        self.instance = instance
         self.client = KmodClient()
 
     def close(self) -> None:
@@ -77,7 +95,7 @@ class KmodBackend:
         return [self._info(p) for p in added]
 
     def _info(self, kp: KmodProbe) -> ProbeInfo:
-        return ProbeInfo(to_probe(kp), kp.enabled, None, self.name, flag_names(kp.flags))
+        return ProbeInfo(to_probe(kp), kp.enabled, None, self.name, flag_names(kp.flags), kp.address)
 
     def remove(self, names: Sequence[str]) -> None:
         for probe in self._by_name(names):
@@ -105,11 +123,11 @@ class KmodBackend:
     def stats(self) -> list[ProbeStats]:
         return [ProbeStats(p.name, p.hits, p.missed, self.name) for p in self.client.dump()]
 
-    def hit_pipe(self, clear: bool = True) -> Path:
-        self.tracefs.make_instance(self.instance)
-        if clear:
-            self.tracefs.write_value(f"{self.instance}/trace", "")
-        return self.tracefs.path(f"{self.instance}/trace_pipe")
+    def probe_namers(self) -> Mapping[str, ProbeNamer]:
+        return PROBE_NAMERS
+
+    def hit_sources(self) -> list[HitSource]:
+        return []  # hits are trace events in a tracefs instance
 
     def _record_hits(self) -> None:
         """The module's trace events on in kpctl's instance, as kprobe events are from
@@ -128,3 +146,13 @@ class KmodBackend:
             return
         self._switch_events(self.instance, False)
         self.tracefs.remove_idle_instance(self.instance)
+
+
+def unload() -> None:
+    """Unload the module, and kpctl's instance with it when nothing else records there
+    any more (no tracefs mounted means no instance either)."""
+    loader.unload()
+    try:
+        Tracefs(find_tracefs(mount=False)).remove_idle_instance(KPCTL_INSTANCE)
+    except TracefsError:
+        pass

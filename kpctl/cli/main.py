@@ -1,4 +1,4 @@
-"""kpctl's command line: parses options, calls the library, prints. Library errors
+"""kpctl's commands: each parses its options, calls the library, prints. Library errors
 (KpctlError) become one ``Error: ...`` line plus an optional hint, and exit status 1.
 
 Imports beyond click stay inside the commands: `kpctl --help` and `kpctl list` must
@@ -8,50 +8,28 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from kpctl import __version__
+from kpctl import KPCTL_GROUP, __version__
+from kpctl.cli.kmod import kmod
+from kpctl.cli.output import F, KpctlGroup, json_option, print_json, print_table
 from kpctl.errors import KpctlError, check_probe_names
-from kpctl.kmod.cli import kmod
+from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
-    from kpctl.backend import Backend, Backends, ProbeInfo
+    from kpctl.backends.base import ProbeInfo
+    from kpctl.manager import ProbeManager
     from kpctl.tracefs import Tracefs
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class KpctlFailure(click.ClickException):
-    """A KpctlError as click prints it: ``Error: message``, then the hint lines."""
-
-    def __init__(self, error: KpctlError) -> None:
-        super().__init__(error.message)
-        self.hint = error.hint
-
-    def format_message(self) -> str:
-        return f"{self.message}\n{self.hint}" if self.hint else self.message
-
-
-class KpctlGroup(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except KpctlError as e:
-            raise KpctlFailure(e) from e
 
 
 def group_option(f: F) -> F:
     return click.option(
-        "--group", "-g", default="kpctl", show_default=True, envvar="KPCTL_GROUP",
+        "--group", "-g", default=KPCTL_GROUP, show_default=True, envvar="KPCTL_GROUP",
         help="Event group of kpctl's probes.",
     )(f)
-
-
-def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 
 
 def probe_options(f: F) -> F:
@@ -87,31 +65,16 @@ def open_tracefs() -> Tracefs:
     return Tracefs(find_tracefs())
 
 
-def open_backend(group: str) -> Backends:
-    """kpctl's probes through tracefs, and kpctl_kmod's when the module is loaded."""
-    from kpctl.backend import Backends
-    from kpctl.kmod import is_loaded
-    from kpctl.tracefs import TracefsBackend
+def open_probes(group: str) -> ProbeManager:
+    """kpctl's probes of group in every backend usable here."""
+    from kpctl.manager import ProbeManager
 
-    tracefs = open_tracefs()
-    backends: list[Backend] = [TracefsBackend(tracefs, group=group)]
-    if is_loaded():
-        from kpctl.kmod.backend import KmodBackend
-
-        backends.append(KmodBackend(tracefs, group=group))
-    return Backends(tracefs, backends)
+    return ProbeManager.open(open_tracefs(), group)
 
 
-def print_json(data: object) -> None:
-    import json
-
-    click.echo(json.dumps(data, indent=2))
-
-
-def print_table(rows: Sequence[dict[str, Any]], headers: Sequence[str]) -> None:
-    from tabulate import tabulate
-
-    click.echo(tabulate([[row[h] for h in headers] for row in rows], headers=[h.upper() for h in headers]))
+def say_each(done: str, group: str, names: Sequence[str]) -> None:
+    for name in names:
+        click.echo(f"{done} {group}/{name}")
 
 
 def probe_row(info: ProbeInfo) -> dict[str, Any]:
@@ -147,8 +110,9 @@ def cli() -> None:
 @cli.command()
 @probe_options
 @click.option("--disabled", is_flag=True, help="Define the probes without enabling them.")
-@click.option("--backend", "backend_name", type=click.Choice(["tracefs", "kmod"]), default="tracefs",
-              show_default=True, help="kprobe_events, or kpctl's kernel module (kpctl kmod load).")
+@click.option("--backend", "backend_name", type=click.Choice([t.name for t in BACKEND_TYPES]),
+              default=DEFAULT_BACKEND.name, show_default=True,
+              help="; ".join(f"{t.name}: {t.summary}" for t in BACKEND_TYPES) + ".")
 @group_option
 @json_option
 def add(
@@ -171,12 +135,12 @@ def add(
     from kpctl.model import probes_from_targets
 
     probes = probes_from_targets(target, fetchargs, ret, maxactive, name, group)
-    infos = open_backend(group).add(probes, enable=not disabled, event_filter=filter_text, backend=backend_name)
+    infos = open_probes(group).add(probes, enable=not disabled, event_filter=filter_text, backend=backend_name)
     if as_json:
         print_json([probe_row(i) for i in infos])
         return
     for info in infos:
-        via = "" if info.backend == "tracefs" else f" ({info.backend})"
+        via = "" if info.backend == DEFAULT_BACKEND.name else f" ({info.backend})"
         click.echo(f"added {group}/{info.name}{via}: {info.probe}")
 
 
@@ -190,7 +154,7 @@ def list_probes(group: str, as_json: bool) -> None:
     Example:
       kpctl list --json
     """
-    rows = [probe_row(i) for i in open_backend(group).list_probes()]
+    rows = [probe_row(i) for i in open_probes(group).list_probes()]
     if as_json:
         print_json(rows)
     elif rows:
@@ -213,32 +177,40 @@ def rm(names: tuple[str, ...], remove_all: bool, group: str) -> None:
     """
     if bool(names) == remove_all:
         raise click.UsageError("give probe NAMEs or --all")
-    backend = open_backend(group)
+    manager = open_probes(group)
     if remove_all:
-        names = tuple(backend.remove_all())
+        names = tuple(manager.remove_all())
     else:
-        backend.remove(names)
-    for name in names:
-        click.echo(f"removed {group}/{name}")
+        manager.remove(names)
+    say_each("removed", group, names)
 
 
-def _switch_command(enable: bool) -> click.Command:
-    verb = "enable" if enable else "disable"
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@group_option
+def enable(names: tuple[str, ...], group: str) -> None:
+    """Enable probes: their hits reach watch.
 
-    @click.argument("names", nargs=-1, required=True)
-    @group_option
-    def command(names: tuple[str, ...], group: str) -> None:
-        backend = open_backend(group)
-        (backend.enable if enable else backend.disable)(names)
-        for name in names:
-            click.echo(f"{verb}d {group}/{name}")
-
-    command.__doc__ = f"{verb.capitalize()} probes: their hits {'reach' if enable else 'no longer reach'} watch.\n\n\b\nExample:\n  kpctl {verb} do_sys_openat2\n"
-    return click.command(name=verb)(command)
+    \b
+    Example:
+      kpctl enable do_sys_openat2
+    """
+    open_probes(group).enable(names)
+    say_each("enabled", group, names)
 
 
-cli.add_command(_switch_command(True))
-cli.add_command(_switch_command(False))
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@group_option
+def disable(names: tuple[str, ...], group: str) -> None:
+    """Disable probes: their hits no longer reach watch.
+
+    \b
+    Example:
+      kpctl disable do_sys_openat2
+    """
+    open_probes(group).disable(names)
+    say_each("disabled", group, names)
 
 
 @cli.command()
@@ -251,7 +223,7 @@ def stats(group: str, as_json: bool) -> None:
     Example:
       kpctl stats
     """
-    rows = [{"name": s.name, "backend": s.backend, "hits": s.hits, "misses": s.misses} for s in open_backend(group).stats()]
+    rows = [{"name": s.name, "backend": s.backend, "hits": s.hits, "misses": s.misses} for s in open_probes(group).stats()]
     if as_json:
         print_json(rows)
     else:
@@ -259,32 +231,33 @@ def stats(group: str, as_json: bool) -> None:
 
 
 def run_watch(
-    backend: Backends, names: Sequence[str], count: int | None, duration: float | None,
+    probes: ProbeManager, names: Sequence[str], count: int | None, duration: float | None,
     pid: int | None, comm: str | None, as_json: bool, clear: bool = False,
 ) -> None:
     """Print hits until --count, --duration, Ctrl-C or SIGTERM; then a summary on stderr.
     Hits recorded since the probes were enabled and not yet read come first, as from
     trace_pipe itself, unless clear."""
     from kpctl.hits import HitStream
-    from kpctl.watch import StopRequested, pump, stop_on_sigterm
+    from kpctl.signals import StopRequested, stop_on_sigterm
+    from kpctl.watch import pump
 
-    infos = backend.list_probes()
-    check_probe_names(names, {i.name for i in infos}, f"group {backend.group}")
+    infos = probes.list_probes()
+    check_probe_names(names, {i.name for i in infos}, f"group {probes.group}")
     watched = [i for i in infos if i.enabled and (not names or i.name in names)]
     if not watched:
         raise KpctlError("no enabled probe to watch", "add one (kpctl add SYMBOL) or enable one (kpctl enable NAME)")
     stream = HitStream(
         sys.stdout, [i.probe for i in infos], as_json=as_json, events=names, pid=pid, comm=comm, own_pid=os.getpid(),
-        count=count, backend_of={i.name: i.backend for i in infos},
+        count=count, backend_of={i.name: i.backend for i in infos}, namers=probes.probe_namers(),
     )
-    with stop_on_sigterm(), backend.reading(clear) as pipe:
+    with stop_on_sigterm(), probes.reading(drop_unread=clear) as sources:
         try:
             # The header goes out once hits are being collected: whoever waits for it (a
             # script, a test) may start the activity it wants to see, or stop us.
             if not as_json:
                 sys.stdout.write(stream.HEADER)
                 sys.stdout.flush()
-            pump(pipe, stream, duration)
+            pump(sources, stream, duration)
         except (KeyboardInterrupt, StopRequested):
             pass
     click.echo(stream.summary(), err=True)
@@ -313,7 +286,7 @@ def watch(
       kpctl watch do_sys_openat2 --comm cat --json
       kpctl watch --clear --duration 5
     """
-    run_watch(open_backend(group), names, count, duration, pid, comm, as_json, clear)
+    run_watch(open_probes(group), names, count, duration, pid, comm, as_json, clear)
 
 
 @cli.command()
@@ -331,23 +304,17 @@ def trace(
     Example:
       kpctl trace do_sys_openat2 'path=+0($arg2):ustring' --count 3
     """
+    from kpctl.manager import short_lived
     from kpctl.model import probes_from_targets
-    from kpctl.watch import StopRequested, signals_ignored, stop_on_sigterm
+    from kpctl.signals import StopRequested
 
-    backend = open_backend(group)
+    manager = open_probes(group)
     probes = probes_from_targets(target, fetchargs, ret, maxactive, name, group)
-    names = [p.event for p in probes if p.event]
-    # SIGTERM between adding and watching must still remove the probes.
-    with stop_on_sigterm():
-        try:
-            backend.add(probes, event_filter=filter_text)
-        except StopRequested:
-            return
-        try:
-            run_watch(backend, names, count, duration, pid, comm, as_json)
-        finally:
-            with signals_ignored():
-                backend.remove(names)
+    try:
+        with short_lived(manager, probes, event_filter=filter_text):
+            run_watch(manager, [p.event for p in probes if p.event], count, duration, pid, comm, as_json)
+    except StopRequested:
+        pass  # SIGTERM while adding: the probes are gone
 
 
 @cli.command()
@@ -426,16 +393,19 @@ def inspect(target: str, arm: bool, instructions: int, wait: float, group: str, 
       sudo kpctl inspect --arm vfs_read+5
       sudo kpctl inspect --arm --json ext4:ext4_file_open
     """
-    from kpctl.disasm import host_arch
-    from kpctl.inspect import Inspector, render_text, to_json
+    from kpctl.inspect.arm import Arming
+    from kpctl.inspect.disasm import host_arch
+    from kpctl.inspect.inspector import Inspector
+    from kpctl.inspect.render import render_text, to_json
 
-    inspector = Inspector(open_tracefs(), host_arch(), group=group)
+    manager = open_probes(group)
+    inspector = Inspector(manager.tracefs, host_arch(), group=group, elsewhere=manager.list_probes())
     report = inspector.inspect(target, instructions)
     if arm:
-        from kpctl.watch import StopRequested
+        from kpctl.signals import StopRequested
 
         try:
-            report = inspector.arm(report, wait=wait, instructions=instructions)
+            report = Arming(inspector).arm(report, wait=wait, instructions=instructions)
         except (KeyboardInterrupt, StopRequested):
             raise KpctlError("interrupted: inspect --arm removed its probes and shows nothing") from None
     if as_json:

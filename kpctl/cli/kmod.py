@@ -1,14 +1,15 @@
 """`kpctl kmod ...`: build, load, unload and inspect kpctl_kmod, the bundled kernel module.
 
-kpctl.cli adds this group; like every kpctl command it imports its library code (and
-with it pyroute2) only when it runs.
+kpctl.cli.main adds this group; like every kpctl command it imports its library code
+(and with it pyroute2) only when it runs.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import click
+
+from kpctl.cli.output import json_option, print_json, print_table
 
 
 @click.group(name="kmod")
@@ -48,9 +49,9 @@ def load(max_probes: int | None) -> None:
     Example:
       sudo kpctl kmod load --max-probes 256
     """
-    from kpctl.kmod import build
+    from kpctl.kmod import loader
 
-    build.load(params={"max_probes": max_probes} if max_probes else None)
+    loader.load(params={"max_probes": max_probes} if max_probes else None)
     click.echo("loaded kpctl_kmod")
 
 
@@ -62,22 +63,14 @@ def unload() -> None:
     Example:
       sudo kpctl kmod unload
     """
-    from kpctl.errors import TracefsError
-    from kpctl.kmod import build
-    from kpctl.tracefs import DEFAULT_INSTANCE, Tracefs, find_tracefs
+    from kpctl.backends.kmod import unload as unload_module
 
-    build.unload()
-    # The module's events left kpctl's instance with it: drop the instance if nothing
-    # else records there (and no tracefs mounted means no instance either).
-    try:
-        Tracefs(find_tracefs(mount=False)).remove_idle_instance(f"instances/{DEFAULT_INSTANCE}")
-    except TracefsError:
-        pass
+    unload_module()
     click.echo("unloaded kpctl_kmod")
 
 
 def _probe_row(p: Any) -> dict[str, Any]:
-    from kpctl.kmod.backend import flag_names
+    from kpctl.backends.kmod import flag_names
 
     return {
         "id": p.id, "name": p.name, "target": p.target, "address": f"{p.address:#x}",
@@ -87,7 +80,7 @@ def _probe_row(p: Any) -> dict[str, Any]:
 
 
 @kmod.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option
 def status(as_json: bool) -> None:
     """Show whether the module is built and loaded, and the probes it holds.
 
@@ -95,11 +88,12 @@ def status(as_json: bool) -> None:
     Example:
       sudo kpctl kmod status --json
     """
-    from kpctl.cli import print_json, print_table
-    from kpctl.kmod import build
+    from dataclasses import asdict
+
+    from kpctl.kmod import loader
     from kpctl.kmod.client import KmodClient
 
-    state = build.status()
+    state = loader.status()
     rows: list[dict[str, Any]] = []
     if state.loaded:
         with KmodClient() as client:

@@ -1,0 +1,187 @@
+"""kpctl's probes in every backend usable here, managed as one: what list, stats, rm,
+enable, disable and watch work on. A name belongs to one backend: add refuses a name
+another backend already has. short_lived() gives probes that live only for a block."""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Protocol
+
+from kpctl.backends.base import ProbeBackend, ProbeInfo, ProbeStats
+from kpctl.errors import ProbeExistsError, check_probe_names
+from kpctl.model import Probe
+from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND, BackendType, backend_type
+from kpctl.signals import signals_ignored, stop_on_sigterm
+from kpctl.tracefs import KPCTL_INSTANCE, Tracefs
+
+if TYPE_CHECKING:
+    from kpctl.hits import ProbeNamer
+    from kpctl.watch import HitSource
+
+# A watch that starts while another reads kpctl's instance reads one of its own, named so.
+WATCH_INSTANCE_PREFIX = "kpctl-watch-"
+
+
+class ProbeManager:
+    """The backends of BACKEND_TYPES that are usable here, for one group."""
+
+    def __init__(self, tracefs: Tracefs, backends: Sequence[ProbeBackend], group: str) -> None:
+        self.tracefs = tracefs
+        self.backends = list(backends)
+        self.group = group
+
+    @classmethod
+    def open(cls, tracefs: Tracefs, group: str, types: Sequence[BackendType] = BACKEND_TYPES) -> ProbeManager:
+        return cls(tracefs, [t.open(tracefs, group) for t in types if t.availability(tracefs).usable], group)
+
+    def backend(self, name: str) -> ProbeBackend:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        backend_type(name).require(self.tracefs)  # says why it is not here
+        raise AssertionError(f"backend {name} is usable but was not opened")
+
+    def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None,
+            backend: str = DEFAULT_BACKEND.name) -> list[ProbeInfo]:
+        target = self.backend(backend)
+        with self.tracefs.changing():  # the names checked are still free when added
+            for other in self.backends:
+                if other is target:
+                    continue
+                taken = {i.name for i in other.list_probes()}
+                for probe in probes:
+                    if probe.event in taken:
+                        raise ProbeExistsError(
+                            f"a probe named {probe.event} already exists in backend {other.name}",
+                            "choose another with --name",
+                        )
+            infos = target.add(probes, enable=enable, event_filter=event_filter)
+            self._reach_watches(target)
+        return infos
+
+    def _split(self, names: Sequence[str]) -> list[tuple[ProbeBackend, list[str]]]:
+        """Which backend holds each name; an unknown name is an error before any change."""
+        owner = {i.name: b for b in self.backends for i in b.list_probes()}
+        check_probe_names(names, owner, f"group {self.group}")
+        return [(b, [n for n in names if owner[n] is b]) for b in self.backends if any(owner[n] is b for n in names)]
+
+    def remove(self, names: Sequence[str]) -> None:
+        with self.tracefs.changing():
+            for backend, own in self._split(names):
+                backend.remove(own)
+
+    def remove_all(self) -> list[str]:
+        with self.tracefs.changing():
+            return [name for backend in self.backends for name in backend.remove_all()]
+
+    def enable(self, names: Sequence[str]) -> None:
+        with self.tracefs.changing():
+            for backend, own in self._split(names):
+                backend.enable(own)
+                self._reach_watches(backend)
+
+    def disable(self, names: Sequence[str]) -> None:
+        with self.tracefs.changing():
+            for backend, own in self._split(names):
+                backend.disable(own)
+
+    def list_probes(self) -> list[ProbeInfo]:
+        return [info for backend in self.backends for info in backend.list_probes()]
+
+    def stats(self) -> list[ProbeStats]:
+        return [s for backend in self.backends for s in backend.stats()]
+
+    def probe_namers(self) -> dict[str, ProbeNamer]:
+        namers: dict[str, ProbeNamer] = {}
+        for backend in self.backends:
+            namers.update(backend.probe_namers())
+        return namers
+
+    # --- reading hits ----------------------------------------------------------------
+
+    @contextmanager
+    def reading(self, drop_unread: bool = False) -> Iterator[list[HitSource]]:
+        """The sources of hits for one watch. trace_pipe hands each hit to one reader
+        only, so the first watch (holding a flock on kpctl's instance) reads that, hits
+        waiting there included unless drop_unread, and a watch started beside it reads an
+        instance of its own with the same events on, removed when it ends."""
+        from kpctl.watch import TracePipeSource  # only watches read: list and rm start faster
+
+        with self.tracefs.changing():  # no rm removes the idle instance meanwhile
+            self.tracefs.make_instance(KPCTL_INSTANCE)
+            fd = os.open(self.tracefs.path(KPCTL_INSTANCE), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with ExitStack() as stack:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    instance = KPCTL_INSTANCE
+                    if drop_unread:  # truncating an instance's trace empties only its buffer
+                        self.tracefs.write_value(f"{instance}/trace", "")
+                except BlockingIOError:
+                    instance = stack.enter_context(self._own_instance())  # starts empty
+                pipe = stack.enter_context(TracePipeSource(self.tracefs.path(f"{instance}/trace_pipe")))
+                yield [pipe, *(s for backend in self.backends for s in backend.hit_sources())]
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _own_instance(self) -> Iterator[str]:
+        self._remove_stale_instances()
+        instance = f"instances/{WATCH_INSTANCE_PREFIX}{os.getpid()}"
+        self.tracefs.make_instance(instance)
+        try:
+            with self.tracefs.changing():
+                for backend in self.backends:
+                    backend.record_into(instance)
+            yield instance
+        finally:
+            with signals_ignored():
+                self.tracefs.remove_instance(instance)
+
+    def _watch_instances(self) -> list[str]:
+        """The instances of the watches running beside the first, and of killed ones."""
+        return [f"instances/{p.name}" for p in self.tracefs.path("instances").glob(WATCH_INSTANCE_PREFIX + "*")]
+
+    def _reach_watches(self, backend: ProbeBackend) -> None:
+        """What backend just turned on reaches the watches that read instances of their own."""
+        self._remove_stale_instances()
+        for instance in self._watch_instances():
+            try:
+                backend.record_into(instance)
+            except FileNotFoundError:
+                pass  # that watch just ended and removed its instance
+
+    def _remove_stale_instances(self) -> None:
+        """Instances of watches that were killed (SIGKILL leaves them): one still being
+        read is busy, and rmdir leaves it alone."""
+        for instance in self._watch_instances():
+            pid = instance.removeprefix(f"instances/{WATCH_INSTANCE_PREFIX}")
+            if pid.isdigit() and not (self.tracefs.proc / pid).exists():
+                self.tracefs.remove_instance(instance)
+
+
+class ProbeOwner(Protocol):
+    """What short_lived() needs: a ProbeManager, or one backend."""
+
+    def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[ProbeInfo]: ...
+
+    def remove(self, names: Sequence[str]) -> None: ...
+
+
+@contextmanager
+def short_lived(owner: ProbeOwner, probes: Sequence[Probe], event_filter: str | None = None) -> Iterator[float]:
+    """probes, enabled, for the block only: removed however it ends (return, exception,
+    Ctrl-C, or SIGTERM, raised as StopRequested in the block). Yields the time they were
+    enabled. add() undoes itself when interrupted; the removal runs with signals held."""
+    names = [p.event for p in probes if p.event]
+    with stop_on_sigterm():
+        owner.add(probes, event_filter=event_filter)
+        try:
+            yield time.monotonic()
+        finally:
+            with signals_ignored():
+                owner.remove(names)
+
