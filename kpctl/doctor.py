@@ -1,7 +1,9 @@
 """`kpctl doctor`: what works on this machine, and the fix for what does not."""
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,37 +29,20 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def run_checks() -> list[Check]:
+def run_checks(say: Callable[[str], None] | None = None) -> list[Check]:
+    """Every check; tracefs is mounted when it is not, as by every other command, and
+    say() is told so."""
     checks = [
         Check("root", os.geteuid() == 0, f"euid {os.geteuid()}", "run kpctl with sudo"),
     ]
     try:
-        tracefs = find_tracefs(mount=False)
+        tracefs = find_tracefs(say=say)
     except KpctlError as e:
         checks.append(Check("tracefs", False, e.message, e.hint or ""))
         return checks
     checks.append(Check("tracefs", True, f"mounted at {tracefs}"))
-    checks.append(Check(
-        "kprobe_events", (tracefs / "kprobe_events").exists(), str(tracefs / "kprobe_events"),
-        "the kernel needs CONFIG_KPROBES=y and CONFIG_KPROBE_EVENTS=y",
-    ))
-    enabled = _read(DEBUGFS / "kprobes" / "enabled")
-    if enabled is None:
-        checks.append(Check(
-            "kprobes enabled", False, "unknown: debugfs is not mounted",
-            "sudo mount -t debugfs none /sys/kernel/debug",
-        ))
-    else:
-        checks.append(Check(
-            "kprobes enabled", enabled.strip() == "1", f"{DEBUGFS}/kprobes/enabled is {enabled.strip()}",
-            f"echo 1 | sudo tee {DEBUGFS}/kprobes/enabled",
-        ))
-    lockdown = read_lockdown()
-    checks.append(Check(
-        "lockdown", lockdown in (None, "none", "integrity"),
-        f"lockdown is {lockdown or 'not built in'}",
-        "lockdown=confidentiality forbids kprobes: boot with lockdown=none or without Secure Boot",
-    ))
+    checks.append(_kprobes_enabled())
+    checks.append(_lockdown())
     checks.append(Check(
         "instances", (tracefs / "instances").is_dir(), "tracefs instances (kpctl reads hits from its own)",
         "the kernel's tracefs is too old for instances",
@@ -79,11 +64,62 @@ def run_checks() -> list[Check]:
             f"backend {kind.name}", available.usable, f"{kind.summary}; {lifetime}: {available.detail}",
             available.fix, required=kind.name == DEFAULT_BACKEND.name,
         ))
-    readme = _read(tracefs / "README") or ""
-    supported = detect_features(readme)
-    for feature in FEATURES:
-        checks.append(Check(
-            feature.key, supported[feature.key], feature.description,
-            f"needs a kernel with it (mainline {feature.since})", required=False,
-        ))
+    if (tracefs / "kprobe_events").exists():
+        supported = detect_features(_read(tracefs / "README") or "")
+        for feature in FEATURES:
+            checks.append(Check(
+                feature.key, supported[feature.key], feature.description,
+                f"needs a kernel with it (mainline {feature.since})", required=False,
+            ))
+    else:  # tracefs README describes uprobes' syntax too: it says nothing about kprobes here
+        checks.append(Check("kprobe syntax", False, "unknown, because this kernel has no kprobe_events", required=False))
+    checks.extend(_other_commands(tracefs))
     return checks
+
+
+def _mounted(fstype: str) -> bool | None:
+    mounts = _read(Path("/proc/mounts"))
+    return None if mounts is None else any(line.split()[2:3] == [fstype] for line in mounts.splitlines())
+
+
+def _kprobes_enabled() -> Check:
+    """Required only when known: add and watch work without debugfs."""
+    path = DEBUGFS / "kprobes" / "enabled"
+    enabled = _read(path)
+    if enabled is not None:
+        return Check("kprobes enabled", enabled.strip() == "1", f"{path} is {enabled.strip()}", f"echo 1 | sudo tee {path}")
+    if _mounted("debugfs") is False:
+        return Check("kprobes enabled", False, "unknown, because debugfs is not mounted",
+                     f"sudo mount -t debugfs none {DEBUGFS}", required=False)
+    return Check("kprobes enabled", False, f"unknown, because {path} cannot be read",
+                 "the kernel needs CONFIG_KPROBES=y; as root", required=False)
+
+
+def _lockdown() -> Check:
+    fix = "lockdown=confidentiality forbids kprobes: boot with lockdown=none or without Secure Boot"
+    lockdown = read_lockdown()
+    if lockdown is not None:
+        return Check("lockdown", lockdown in ("none", "integrity"), f"lockdown is {lockdown}", fix)
+    if _mounted("securityfs") is False:
+        return Check("lockdown", False, "unknown, because securityfs is not mounted",
+                     "sudo mount -t securityfs none /sys/kernel/security", required=False)
+    return Check("lockdown", True, "not built in (securityfs has no lockdown file)")
+
+
+def _other_commands(tracefs: Path) -> list[Check]:
+    """What funcs, inspect and the module need, beyond probes."""
+    release = os.uname().release
+    filter_functions = tracefs / "available_filter_functions"
+    return [
+        Check("funcs: traceable functions", os.access(filter_functions, os.R_OK), str(filter_functions),
+              "funcs cannot tell notrace functions without it: the kernel needs CONFIG_FUNCTION_TRACER", required=False),
+        Check("inspect: /proc/kcore", os.access("/proc/kcore", os.R_OK), "inspect reads live code there",
+              "the kernel needs CONFIG_PROC_KCORE; as root, and not locked down to confidentiality", required=False),
+        Check("inspect: capstone", importlib.util.find_spec("capstone") is not None, "inspect disassembles with it",
+              "pip install 'kpctl[inspect]' (or apt install python3-capstone)", required=False),
+        Check("kmod: module loading", Path("/proc/modules").exists(), "the kernel loads modules (CONFIG_MODULES)",
+              "this kernel cannot load modules: use the tracefs backend", required=False),
+        Check("kmod: kernel headers", (Path("/lib/modules") / release / "build" / "Makefile").exists(),
+              f"/lib/modules/{release}/build", f"apt install linux-headers-{release} (or your distribution's)",
+              required=False),
+    ]

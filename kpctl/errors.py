@@ -1,6 +1,8 @@
 """Errors kpctl expects to happen. The CLI prints each as one ``Error: ...`` line, plus
-a hint (which may mark a column of a probe line) and exits 1; anything else is a bug and
-keeps its traceback."""
+a hint (which may mark a column of a probe line), and exits 2 for a UsageError (what was
+typed is wrong: syntax, names, options that conflict), as click does for its own usage
+errors, and 1 for the rest (the kernel refused, the machine lacks something). Anything
+else is a bug and keeps its traceback."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
@@ -18,14 +20,23 @@ class KpctlError(Exception):
         return self.message
 
 
+class UsageError(KpctlError):
+    """What the user typed is wrong, whatever the kernel: exit status 2."""
+
+
+def _shown(text: str) -> str:
+    """text on one line: a newline or other control character as its escape."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def mark_column(line: str, byte_offset: int) -> str:
     """The line, and below it a caret under the character at byte_offset.
 
     The kernel counts positions in bytes (trace_probe_log_err()); a caret placed by
     character count would drift after any non-ASCII byte.
     """
-    column = len(line.encode()[:byte_offset].decode(errors="replace"))
-    return f"  {line}\n  {' ' * column}^"
+    column = len(_shown(line.encode()[:byte_offset].decode(errors="replace")))
+    return f"  {_shown(line)}\n  {' ' * column}^"
 
 
 class ProbeLineError(KpctlError):
@@ -38,7 +49,7 @@ class ProbeLineError(KpctlError):
         self.offset = offset
 
 
-class ProbeSyntaxError(ProbeLineError):
+class ProbeSyntaxError(ProbeLineError, UsageError):
     """kpctl's own parser refused the line before the kernel saw it."""
 
 

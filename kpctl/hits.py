@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Union
 
@@ -32,7 +32,7 @@ _HIT_LINE = re.compile(
     r"\((\[unknown/kretprobe'd\]|[^ )/]*)(?:/0x[0-9a-f]+)?(?: \[([\w-]+)\])?(?: <- ([^)]*))?\)(.*)$",
     re.M,
 )
-_COMM, _PID, _CPU, _TIME, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS = range(1, 10)
+_COMM, _TID, _CPU, _TIME, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS = range(1, 10)
 _LOST_LINE = re.compile(r"^CPU:(\d+) \[LOST (\d+) EVENTS\]$", re.M)
 _ANY_ARG = re.compile(r" ([A-Za-z_][A-Za-z0-9_]*)=")
 _INT = re.compile(r"-?\d+\Z")
@@ -126,8 +126,9 @@ class Hit:
         return self._match.group(_COMM)
 
     @property
-    def pid(self) -> int:
-        return int(self._match.group(_PID))
+    def tid(self) -> int:
+        """The thread's id: what trace_pipe prints after the task's name."""
+        return int(self._match.group(_TID))
 
     @property
     def cpu(self) -> int:
@@ -165,7 +166,7 @@ class Hit:
 
     def to_json(self, backend: str = "") -> dict[str, object]:
         return {
-            "time": float(self.timestamp), "cpu": self.cpu, "pid": self.pid, "comm": self.comm,
+            "time": float(self.timestamp), "cpu": self.cpu, "tid": self.tid, "comm": self.comm,
             "probe": self.event, "backend": backend, "where": self.where, "args": self.args,
         }
 
@@ -241,7 +242,7 @@ class HitStream:
     of trace_pipe text (whole lines). Text output prints the kernel's value text as it
     is; --json output types every value."""
 
-    HEADER = f"{'TIME':>14} {'CPU':>3} {'PID':>7} {'COMM':<16} {'PROBE':<20} WHERE / ARGS\n"
+    HEADER = f"{'TIME':>14} {'CPU':>3} {'TID':>7} {'COMM':<16} {'PROBE':<20} WHERE / ARGS\n"
 
     def __init__(
         self,
@@ -250,7 +251,7 @@ class HitStream:
         *,
         as_json: bool = False,
         events: Sequence[str] = (),
-        pid: int | None = None,
+        threads: Container[str] | None = None,
         own_pid: int | None = None,
         comm: str | None = None,
         count: int | None = None,
@@ -261,7 +262,7 @@ class HitStream:
         self._parser = HitParser(probes, namers)
         self._as_json = as_json
         self._events = frozenset(events) or None
-        self._pid = str(pid) if pid is not None else None
+        self._threads = threads  # thread ids as trace_pipe prints them
         # The watcher's own hits (opening trace_pipe is one on the file-open path) are
         # never what the user is watching for.
         self._own_pid = str(own_pid) if own_pid is not None else None
@@ -274,11 +275,15 @@ class HitStream:
     def done(self) -> bool:
         return self._remaining is not None and self._remaining <= 0
 
+    def only_threads(self, threads: Container[str]) -> None:
+        """From now on, only hits of these thread ids (as trace_pipe prints them)."""
+        self._threads = threads
+
     def feed(self, text: str) -> None:
         """Handle whole lines of trace_pipe text."""
         lines: list[str] = []
         append = lines.append
-        events, pid, comm, own_pid = self._events, self._pid, self._comm, self._own_pid
+        events, threads, comm, own_pid = self._events, self._threads, self._comm, self._own_pid
         backend_of, counts, namers = self._backend_of, self.counts, self._parser.namers
         matched = 0
         # A Hit object is built only for --json; text output formats the match directly.
@@ -289,9 +294,9 @@ class HitStream:
                 event, args = probe_name(event, args, namers)
             if events is not None and event not in events:
                 continue
-            if own_pid is not None and m.group(_PID) == own_pid:
+            if own_pid is not None and m.group(_TID) == own_pid:
                 continue
-            if pid is not None and m.group(_PID) != pid:
+            if threads is not None and m.group(_TID) not in threads:
                 continue
             if comm is not None and m.group(_COMM) != comm:
                 continue

@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from kpctl.backends.base import ProbeBackend, ProbeInfo, ProbeStats
-from kpctl.errors import ProbeExistsError, check_probe_names
+from kpctl.errors import ProbeExistsError, ProbeNotFoundError, check_probe_names
 from kpctl.model import Probe
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND, BackendType, backend_type
 from kpctl.signals import signals_ignored, stop_on_sigterm
@@ -61,6 +61,48 @@ class ProbeManager:
             infos = target.add(probes, enable=enable, event_filter=event_filter)
             self._reach_watches(target)
         return infos
+
+    def expand(self, patterns: Sequence[str]) -> list[str]:
+        """Probe names, each pattern with a shell glob (``vfs_*``) replaced by the names
+        it matches, in listing order; a glob that matches nothing is an error."""
+        if not any(c in p for p in patterns for c in "*?["):
+            return list(patterns)
+        import fnmatch
+
+        existing = [i.name for i in self.list_probes()]
+        names: list[str] = []
+        for pattern in patterns:
+            if not any(c in pattern for c in "*?["):
+                names.append(pattern)
+                continue
+            matched = fnmatch.filter(existing, pattern)
+            if not matched:
+                raise ProbeNotFoundError(f"no probe matches {pattern} in group {self.group}", "see: kpctl list")
+            names.extend(m for m in matched if m not in names)
+        return names
+
+    def unloaded_modules(self, probes: Sequence[Probe]) -> list[str]:
+        """The modules probes name that are not loaded: the kernel takes such a probe
+        and arms it only once the module loads."""
+        wanted = sorted({p.target.module for p in probes if p.target.module})
+        if not wanted:
+            return []
+        loaded = self.tracefs.loaded_modules()
+        return [m for m in wanted if loaded is not None and m not in loaded]
+
+    def dry_run(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None,
+                backend: str = DEFAULT_BACKEND.name) -> tuple[list[str], list[int | None]]:
+        """What add() would ask of the kernel, and where each probe would sit (None when
+        kallsyms cannot say: no such symbol, or addresses hidden), asking nothing."""
+        requests = self.backend(backend).requests(probes, enable=enable, event_filter=event_filter)
+        return requests, [self._address(p) for p in probes]
+
+    def _address(self, probe: Probe) -> int | None:
+        target = probe.target
+        if target.address is not None:
+            return target.address
+        found = self.tracefs.symbols.functions_named(target.symbol or "", target.module)
+        return found[0].address + target.offset if len(found) == 1 and found[0].address else None
 
     def _split(self, names: Sequence[str]) -> list[tuple[ProbeBackend, list[str]]]:
         """Which backend holds each name; an unknown name is an error before any change."""

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
-from kpctl.errors import KpctlError, ProbeSyntaxError
+from kpctl.errors import ProbeSyntaxError, UsageError
 
 KERNEL_DEFAULT_GROUP = "kprobes"  # the kernel's group for probes written without one
 
@@ -37,6 +37,10 @@ _SYMBOL = r"[A-Za-z_.][A-Za-z0-9_.$]*"
 _TARGET = re.compile(
     rf"(?:(?P<module>[A-Za-z0-9_-]+):)?(?P<symbol>{_SYMBOL})"
     r"(?:\+(?P<offset>0[xX][0-9a-fA-F]+|\d+))?(?P<ret>%return)?\Z"
+)
+# As much of a target as can start a valid one: where it stops is where an error points.
+_TARGET_PREFIX = re.compile(
+    rf"(?:[A-Za-z0-9_-]+:)?(?:{_SYMBOL}(?:\+(?:0[xX][0-9a-fA-F]*|\d+)?)?(?:%return)?)?"
 )
 _ADDRESS = re.compile(r"(?:0[xX][0-9a-fA-F]+|\d+)\Z")
 _HEAD = re.compile(r"(?P<kind>[pr])(?P<maxactive>\d+)?(?::(?:(?P<group>[^/\s]*)/)?(?P<event>[^/\s]*))?\Z")
@@ -311,7 +315,9 @@ def parse_target(text: str, line: str | None = None, at: int = 0) -> tuple[Targe
         return Target(address=int(text, 0)), False
     match = _TARGET.match(text)
     if match is None:
-        raise ProbeSyntaxError("target must be SYMBOL, MOD:SYMBOL, SYMBOL+OFFS, SYMBOL%return or ADDRESS", line, at)
+        valid = _TARGET_PREFIX.match(text)
+        raise ProbeSyntaxError("target must be SYMBOL, MOD:SYMBOL, SYMBOL+OFFS, SYMBOL%return or ADDRESS", line,
+                               at + (valid.end() if valid else 0))
     offset = int(match["offset"], 0) if match["offset"] else 0
     if match["ret"] and offset:
         raise ProbeSyntaxError("%return works only at the function entry (+0)", line, at + match.start("offset"))
@@ -446,19 +452,22 @@ def probes_from_targets(
     by commas, each getting the same fetch arguments."""
     texts = [t for t in targets.split(",") if t]
     if not texts:
-        raise KpctlError("no target given", "example: kpctl add vfs_read")
+        raise UsageError("no target given", "example: kpctl add vfs_read")
     if name is not None and len(texts) > 1:
-        raise KpctlError(f"one probe name for {len(texts)} targets: each probe needs a name of its own",
+        raise UsageError(f"one probe name for {len(texts)} targets: each probe needs a name of its own",
                          f"give one target, or let each probe take its default name ({targets})")
     if name is not None and not is_valid_name(name):
-        raise KpctlError(f"invalid probe name {name!r}", "a name follows the rules of C identifiers: [A-Za-z_][A-Za-z0-9_]*")
+        raise UsageError(f"invalid probe name {name!r}", "a name follows the rules of C identifiers: [A-Za-z_][A-Za-z0-9_]*")
+    twice = next((t for i, t in enumerate(texts) if t in texts[:i]), None)
+    if twice is not None:
+        raise UsageError(f"target {twice} is given twice", "each target makes one probe: give it once")
     args = tuple(parse_fetch_arg(text) for text in fetchargs)
     probes = []
     for text in texts:
         place, is_return = parse_target(text)
         is_return = is_return or ret
         if maxactive is not None and not is_return:
-            raise KpctlError("maxactive applies to return probes only", f"make it a return probe: {text}%return")
+            raise UsageError("maxactive applies to return probes only", f"make it a return probe: {text}%return")
         probes.append(Probe(
             kind="r" if is_return else "p",
             target=place,

@@ -44,10 +44,11 @@ class FunctionStatus:
 class KernelSymbols:
     """kallsyms, the kprobe blacklist and the traceable functions of one kernel."""
 
-    def __init__(self, kallsyms: Path, blacklist: Path, filter_functions: Path) -> None:
+    def __init__(self, kallsyms: Path, blacklist: Path, filter_functions: Path, kprobe_events: Path | None = None) -> None:
         self._kallsyms = kallsyms
         self._blacklist = blacklist
         self._filter_functions = filter_functions
+        self._kprobe_events = kprobe_events
 
     @cached_property
     def by_name(self) -> dict[str, list[KernelSymbol]]:
@@ -107,8 +108,16 @@ class KernelSymbols:
             return [pattern]
         return fnmatch.filter(self.functions, pattern)
 
+    @cached_property
+    def _init_text(self) -> tuple[int, int] | None:
+        """Where vmlinux's __init code was: kallsyms keeps its symbols after boot frees it."""
+        start, end = self.address_of("_sinittext"), self.address_of("_einittext")
+        return (start, end) if start and end else None
+
     def status(self, name: str) -> FunctionStatus:
         """Whether a kprobe can sit on function name, and if not, why."""
+        if not name:
+            return FunctionStatus(name, False, "no name given")
         symbols = self.by_name.get(name, [])
         functions = [s for s in symbols if s.type in TEXT_TYPES]
         if not functions:
@@ -123,19 +132,36 @@ class KernelSymbols:
             hint = f"; close names: {', '.join(close)}" if close else ""
             return FunctionStatus(name, False, f"not in kallsyms: inlined, optimized away or misspelled{hint}")
         module = functions[0].module
+        if self._kprobe_events is not None and not self._kprobe_events.exists():
+            return FunctionStatus(name, False, "this kernel has no kprobe_events: nothing can be probed through it", module)
+        if module is not None and (module.startswith("__builtin__") or module == "bpf"):
+            return FunctionStatus(name, False, f"code the kernel made at run time ([{module}]), not a function", module)
+        init = self._init_text
+        if module is None and init is not None and all(init[0] <= f.address < init[1] for f in functions):
+            return FunctionStatus(name, False, "__init code, freed once the kernel booted: nothing is there", module)
         if self.blacklisted is not None and name in self.blacklisted:
             return FunctionStatus(name, False, "on the kprobe blacklist: the kernel never probes it", module)
         notes = []
         if len(functions) > 1:
+            how = ("only an address tells them apart" if all(f.module is None for f in functions)
+                   else "MOD:SYM or an address tells them apart")
             notes.append(
-                f"not unique: {len(functions)} functions have this name; the kernel probes one of them "
-                "(or refuses on kernels that check): use MOD:SYM or an address"
+                f"not unique: {len(functions)} functions have this name; {how} (kernels since v6.7 refuse "
+                "the bare name, commit b022f0c7e404; older ones probe the first)"
             )
         if any(marker in name for marker in _CLONE_MARKERS):
             notes.append("a compiler-made clone: its arguments may not match the source")
         if self.traceable is not None and name not in self.traceable:
             notes.append("notrace (not in available_filter_functions): the probe traps, ftrace cannot help")
+        if self.blacklisted is None:
+            notes.append("not checked against the kprobe blacklist (debugfs kprobes/blacklist cannot be read)")
+        if self.traceable is None:
+            notes.append("not checked for notrace (available_filter_functions cannot be read)")
         return FunctionStatus(name, True, "; ".join(notes), module)
+
+    def functions_named(self, name: str, module: str | None = None) -> list[KernelSymbol]:
+        """The functions kallsyms has under name (in module, when given)."""
+        return [s for s in self.by_name.get(name, ()) if s.type in TEXT_TYPES and (module is None or s.module == module)]
 
     # --- by address ------------------------------------------------------------------
 

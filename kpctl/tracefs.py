@@ -73,8 +73,9 @@ def read_lockdown(path: Path = Path("/sys/kernel/security/lockdown")) -> str | N
     return match.group(1) if match else None
 
 
-def find_tracefs(mount: bool = True) -> Path:
-    """Where tracefs is mounted; mount it at /sys/kernel/tracing if it is nowhere."""
+def find_tracefs(mount: bool = True, say: Callable[[str], None] | None = None) -> Path:
+    """Where tracefs is mounted; mount it at /sys/kernel/tracing if it is nowhere (as
+    root), and then tell say(): the mount stays, for the next command and other tools."""
     for root in TRACEFS_MOUNTS:
         try:
             if (root / "README").exists():
@@ -88,6 +89,8 @@ def find_tracefs(mount: bool = True) -> Path:
             ["mount", "-t", "tracefs", "nodev", str(TRACEFS_MOUNTS[0])], check=False, capture_output=True, text=True
         )
         if done.returncode == 0 and (TRACEFS_MOUNTS[0] / "README").exists():
+            if say is not None:
+                say(f"kpctl: mounted tracefs at {TRACEFS_MOUNTS[0]} (it stays mounted)")
             return TRACEFS_MOUNTS[0]
     if os.geteuid() != 0 and TRACEFS_MOUNTS[0].is_dir():
         raise PermissionDeniedError("tracefs is not readable: kpctl needs root", needs_root_hint())
@@ -268,7 +271,15 @@ class Tracefs:
             self.proc / "kallsyms",
             self.debugfs / "kprobes" / "blacklist",
             self.path("available_filter_functions"),
+            self.path("kprobe_events"),
         )
+
+    def loaded_modules(self) -> frozenset[str] | None:
+        """Names of the loaded modules (/proc/modules); None when it cannot be read."""
+        try:
+            return frozenset(line.split(" ", 1)[0] for line in (self.proc / "modules").read_text().splitlines())
+        except OSError:
+            return None
 
     def error_log(self) -> list[ErrorLogEntry]:
         try:

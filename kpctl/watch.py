@@ -38,6 +38,25 @@ class HitSource(Protocol):
         ...
 
 
+class ProcessThreads:
+    """The thread ids of one process, as a container of trace_pipe's thread id text:
+    --pid means a process, all its threads, as in perf and bpftrace. Whether a thread is
+    the process's is asked of /proc (PID/task/TID) once, at its first hit."""
+
+    def __init__(self, pid: int, proc: Path = Path("/proc")) -> None:
+        self.pid = pid
+        self._proc = proc
+        self._known: dict[str, bool] = {str(pid): True}
+
+    def __contains__(self, tid: object) -> bool:
+        if not isinstance(tid, str):
+            return False
+        known = self._known.get(tid)
+        if known is None:
+            known = self._known[tid] = (self._proc / str(self.pid) / "task" / tid).exists()
+        return known
+
+
 class TracePipeSource:
     """trace_pipe of a tracefs instance, opened non-blocking (a blocking read() would
     sleep through a deadline). A read can end mid-line (tracing_read_pipe() copies what
@@ -77,11 +96,11 @@ class TracePipeSource:
 
 def pump(
     sources: Sequence[HitSource], sink: HitSink, duration: float | None = None,
-    each_round: Callable[[], None] | None = None,
+    each_round: Callable[[], bool] | None = None,
 ) -> None:
-    """Feed sink from sources until it is done, every source has ended, or duration
-    seconds pass; each_round runs before every poll. KeyboardInterrupt and
-    StopRequested propagate to the caller."""
+    """Feed sink from sources until it is done, every source has ended, duration
+    seconds pass, or each_round (run before every poll) returns False. KeyboardInterrupt
+    and StopRequested propagate to the caller."""
     deadline = None if duration is None else time.monotonic() + duration
     live = {source.fileno(): source for source in sources}
     poller = select.poll()
@@ -94,8 +113,8 @@ def pump(
             if left <= 0:
                 break
             timeout = min(timeout, int(left * 1000) + 1)
-        if each_round is not None:
-            each_round()
+        if each_round is not None and not each_round():
+            break
         poller.poll(timeout)
         # Every source is read after each poll, ready or not: a non-blocking read of an
         # idle one costs a system call, and a timeout needs no special case.

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from kpctl.backends.base import ProbeInfo, ProbeStats
-from kpctl.errors import KpctlError, ProbeExistsError, TracefsError, check_probe_names
+from kpctl.errors import ProbeExistsError, TracefsError, UsageError, check_probe_names
 from kpctl.kmod import loader
 from kpctl.kmod.client import KmodClient, KmodError
 from kpctl.kmod.messages import Kind, KmodProbe, KprobeFlag
@@ -68,14 +68,27 @@ class KmodBackend:
         check_probe_names(names, probes, "kpctl_kmod")
         return [probes[n] for n in names]
 
-    def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[ProbeInfo]:
+    @staticmethod
+    def _check(probes: Sequence[Probe], event_filter: str | None) -> None:
         for probe in probes:
             if probe.args:
-                raise KpctlError("the kmod backend records no fetch arguments", "drop them, or use --backend tracefs")
+                raise UsageError("the kmod backend records no fetch arguments", "drop them, or use --backend tracefs")
             if probe.target.symbol is None or probe.target.module:
-                raise KpctlError(f"the kmod backend probes kernel symbols only, not {probe.target}")
+                raise UsageError(f"the kmod backend probes kernel symbols only, not {probe.target}")
         if event_filter is not None:
-            raise KpctlError("the kmod backend has no per-probe filters", "filter in watch: --pid, --comm")
+            raise UsageError("the kmod backend has no per-probe filters", "filter in watch: --pid, --comm")
+
+    def requests(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[str]:
+        self._check(probes, event_filter)
+        return [
+            f"netlink {EVENT_SYSTEM} ADD name={p.event or default_event_name(p.target, p.is_return)} "
+            f"symbol={p.target.symbol} offset={p.target.offset} kind={'return' if p.is_return else 'entry'}"
+            + (f" maxactive={p.maxactive}" if p.maxactive else "") + f" enabled={int(enable)}"
+            for p in probes
+        ]
+
+    def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[ProbeInfo]:
+        self._check(probes, event_filter)
         added: list[KmodProbe] = []
         try:
             for probe in probes:

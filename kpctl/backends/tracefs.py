@@ -23,8 +23,8 @@ from kpctl.errors import (
     KpctlError,
     ProbeBusyError,
     ProbeExistsError,
-    ProbeSyntaxError,
     UnknownSymbolError,
+    UsageError,
     check_probe_names,
 )
 from kpctl.model import Probe, format_probe, format_removal, is_valid_name
@@ -46,7 +46,7 @@ class TracefsBackend:
 
     def __init__(self, tracefs: Tracefs, group: str = KPCTL_GROUP, instance: str = KPCTL_INSTANCE) -> None:
         if not is_valid_name(group):
-            raise KpctlError(f"invalid group name {group!r}", "a group name follows the rules of C identifiers")
+            raise UsageError(f"invalid group name {group!r}", "a group name follows the rules of C identifiers")
         self.tracefs = tracefs
         self.group = group
         self.instance = instance
@@ -104,6 +104,16 @@ class TracefsBackend:
         return []  # hits are trace events in a tracefs instance
 
     # --- changing ------------------------------------------------------------------
+
+    def requests(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[str]:
+        lines = [format_probe(p if p.group == self.group else replace(p, group=self.group)) for p in probes]
+        for probe in probes:
+            events = f"{self.instance}/events/{self.group}/{probe.event}"
+            if event_filter is not None:
+                lines.append(f"{events}/filter: {event_filter}")
+            if enable:
+                lines.append(f"{events}/enable: 1")
+        return lines
 
     def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[ProbeInfo]:
         """Define probes in this group; all of them, or on any error none."""
@@ -188,7 +198,7 @@ class TracefsBackend:
             detail = self.tracefs.path(path).read_text().strip().splitlines()
             reason = detail[-1].removeprefix("parse_error: ") if detail else os.strerror(e.errno or errno.EINVAL)
             offset = (len(detail[1]) - 1) if len(detail) >= 3 else 0
-            raise ProbeSyntaxError(f"kernel rejected filter: {reason}", filter_text, offset) from e
+            raise KernelRejectedError(f"kernel rejected filter: {reason}", filter_text, offset) from e
 
     def _undo(self, probes: Iterable[Probe]) -> None:
         events = [p.event for p in probes if p.event]

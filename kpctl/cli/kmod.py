@@ -25,8 +25,16 @@ def kmod() -> None:
     """
 
 
+def _done(text: str, as_json: bool, **fields: object) -> None:
+    if as_json:
+        print_json(fields)
+    else:
+        click.echo(text)
+
+
 @kmod.command(name="build")
-def build_module() -> None:
+@json_option
+def build_module(as_json: bool) -> None:
     """Build the module against the running kernel's headers.
 
     The build directory is /var/tmp/kpctl-kmod/RELEASE: one per kernel.
@@ -37,12 +45,14 @@ def build_module() -> None:
     """
     from kpctl.kmod import build
 
-    click.echo(f"built {build.build().module}")
+    module = build.build().module
+    _done(f"built {module}", as_json, built=str(module))
 
 
 @kmod.command()
 @click.option("--max-probes", type=click.IntRange(1, 4096), help="Most probes held at once (default 128).")
-def load(max_probes: int | None) -> None:
+@json_option
+def load(max_probes: int | None, as_json: bool) -> None:
     """Load the module built for the running kernel.
 
     \b
@@ -52,11 +62,12 @@ def load(max_probes: int | None) -> None:
     from kpctl.kmod import loader
 
     loader.load(params={"max_probes": max_probes} if max_probes else None)
-    click.echo("loaded kpctl_kmod")
+    _done("loaded kpctl_kmod", as_json, loaded="kpctl_kmod")
 
 
 @kmod.command()
-def unload() -> None:
+@json_option
+def unload(as_json: bool) -> None:
     """Unload the module; it unregisters every probe it holds.
 
     \b
@@ -66,7 +77,7 @@ def unload() -> None:
     from kpctl.backends.kmod import unload as unload_module
 
     unload_module()
-    click.echo("unloaded kpctl_kmod")
+    _done("unloaded kpctl_kmod", as_json, unloaded="kpctl_kmod")
 
 
 def _probe_row(p: Any) -> dict[str, Any]:

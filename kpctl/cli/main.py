@@ -6,23 +6,30 @@ start fast, and pyroute2 (the kmod backend) alone costs more than all of kpctl.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
 from kpctl import KPCTL_GROUP, __version__
 from kpctl.cli.kmod import kmod
 from kpctl.cli.output import F, KpctlGroup, json_option, print_json, print_table
-from kpctl.errors import KpctlError, check_probe_names
+from kpctl.errors import KpctlError, UsageError, check_probe_names
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
     from kpctl.backends.base import ProbeInfo
+    from kpctl.hits import HitStream
     from kpctl.manager import ProbeManager
     from kpctl.tracefs import Tracefs
+    from kpctl.watch import HitSource
+
+
+# A task's name as the kernel keeps it: TASK_COMM_LEN (16) bytes with the NUL.
+COMM_BYTES = 15
 
 
 def group_option(f: F) -> F:
@@ -46,23 +53,46 @@ def probe_options(f: F) -> F:
     return f
 
 
-def watch_options(f: F) -> F:
-    """Options that select and print hits: shared by watch and trace."""
+class WatchOptions(NamedTuple):  # not a dataclass: building one costs start-up time
+    """What watch_options() parsed: which hits, how long, printed how."""
+    max_hits: int | None
+    duration: float | None
+    pid: int | None
+    tid: int | None
+    comm: str | None
+    command: str | None
+    as_json: bool
+
+
+def watch_options(f: Callable[..., None]) -> Callable[..., None]:
+    """Options that select and print hits, shared by watch and trace: the command gets
+    them as one WatchOptions, its `watching` argument."""
+    @functools.wraps(f)
+    def command(count: int | None, duration: float | None, pid: int | None, tid: int | None, comm: str | None,
+                command: str | None, as_json: bool, **kwargs: Any) -> None:
+        f(watching=WatchOptions(count, duration, pid, tid, comm, command, as_json), **kwargs)
+
     for option in reversed([
-        click.option("--count", "-c", type=click.IntRange(1), help="Stop after this many hits."),
+        click.option("--count", type=click.IntRange(1), help="Stop after this many hits."),
         click.option("--duration", "-d", type=click.FloatRange(0, min_open=True), help="Stop after this many seconds."),
-        click.option("--pid", "-p", type=int, help="Only hits of this thread id."),
-        click.option("--comm", help="Only hits of tasks with this name."),
+        click.option("--pid", "-p", type=int, help="Only hits of this process (all its threads)."),
+        click.option("--tid", type=int, help="Only hits of this thread."),
+        click.option("--comm", help=f"Only hits of tasks with this name (the kernel keeps {COMM_BYTES} bytes of it)."),
+        click.option("--command", "-c", help="Run this command and show only its hits; stop when it ends (bpftrace -c)."),
         json_option,
     ]):
-        f = option(f)
-    return f
+        command = option(command)
+    return command
 
 
 def open_tracefs() -> Tracefs:
     from kpctl.tracefs import Tracefs, find_tracefs
 
-    return Tracefs(find_tracefs())
+    return Tracefs(find_tracefs(say=say_on_stderr))
+
+
+def say_on_stderr(text: str) -> None:
+    click.echo(text, err=True)
 
 
 def open_probes(group: str) -> ProbeManager:
@@ -72,7 +102,10 @@ def open_probes(group: str) -> ProbeManager:
     return ProbeManager.open(open_tracefs(), group)
 
 
-def say_each(done: str, group: str, names: Sequence[str]) -> None:
+def say_each(done: str, group: str, names: Sequence[str], as_json: bool) -> None:
+    if as_json:
+        print_json({"group": group, done: list(names)})
+        return
     for name in names:
         click.echo(f"{done} {group}/{name}")
 
@@ -110,6 +143,7 @@ def cli() -> None:
 @cli.command()
 @probe_options
 @click.option("--disabled", is_flag=True, help="Define the probes without enabling them.")
+@click.option("--dry-run", is_flag=True, help="Print what would be asked of the kernel, and where each probe would sit; change nothing.")
 @click.option("--backend", "backend_name", type=click.Choice([t.name for t in BACKEND_TYPES]),
               default=DEFAULT_BACKEND.name, show_default=True,
               help="; ".join(f"{t.name}: {t.summary}" for t in BACKEND_TYPES) + ".")
@@ -117,7 +151,7 @@ def cli() -> None:
 @json_option
 def add(
     target: str, fetchargs: tuple[str, ...], ret: bool, maxactive: int | None, name: str | None,
-    filter_text: str | None, disabled: bool, backend_name: str, group: str, as_json: bool,
+    filter_text: str | None, disabled: bool, dry_run: bool, backend_name: str, group: str, as_json: bool,
 ) -> None:
     """Add a probe on TARGET that records FETCHARGS at each hit.
 
@@ -131,11 +165,28 @@ def add(
       kpctl add --ret do_sys_openat2 'fd=$retval:s32'
       kpctl add vfs_read,vfs_write 'count=$arg3:u64'
       kpctl add --backend kmod --ret do_sys_openat2
+      kpctl add --dry-run vfs_read+5 'count=$arg3:u64'
     """
     from kpctl.model import probes_from_targets
 
     probes = probes_from_targets(target, fetchargs, ret, maxactive, name, group)
-    infos = open_probes(group).add(probes, enable=not disabled, event_filter=filter_text, backend=backend_name)
+    manager = open_probes(group)
+    for module in manager.unloaded_modules(probes):
+        click.echo(f"kpctl: module {module} is not loaded: its probes arm when it loads, and never fire until "
+                   f"then (bpftrace's kprobe:FUNC is plain FUNC here)", err=True)
+    if dry_run:
+        requests, addresses = manager.dry_run(probes, enable=not disabled, event_filter=filter_text, backend=backend_name)
+        places = [f"{a:#x}" if a is not None else None for a in addresses]
+        if as_json:
+            print_json({"requests": requests, "probes": [
+                {"name": p.event, "target": str(p.target), "address": a} for p, a in zip(probes, places, strict=True)]})
+            return
+        for line in requests:
+            click.echo(line)
+        for probe, place in zip(probes, places, strict=True):
+            click.echo(f"# {probe.event}: {probe.target} at {place or 'an address kallsyms does not give'}")
+        return
+    infos = manager.add(probes, enable=not disabled, event_filter=filter_text, backend=backend_name)
     if as_json:
         print_json([probe_row(i) for i in infos])
         return
@@ -167,50 +218,63 @@ def list_probes(group: str, as_json: bool) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--all", "remove_all", is_flag=True, help="Remove every probe of kpctl's group.")
 @group_option
-def rm(names: tuple[str, ...], remove_all: bool, group: str) -> None:
-    """Remove probes (each is disabled first).
+@json_option
+def rm(names: tuple[str, ...], remove_all: bool, group: str, as_json: bool) -> None:
+    """Remove probes (each is disabled first). A NAME may be a shell glob.
 
     \b
     Examples:
       kpctl rm do_sys_openat2
+      kpctl rm 'vfs_*'
       kpctl rm --all
     """
-    if bool(names) == remove_all:
+    if names and remove_all:
+        raise click.UsageError("give probe NAMEs or --all, not both")
+    if not names and not remove_all:
         raise click.UsageError("give probe NAMEs or --all")
     manager = open_probes(group)
     if remove_all:
         names = tuple(manager.remove_all())
     else:
+        names = tuple(manager.expand(names))
         manager.remove(names)
-    say_each("removed", group, names)
+    say_each("removed", group, names, as_json)
 
 
 @cli.command()
 @click.argument("names", nargs=-1, required=True)
 @group_option
-def enable(names: tuple[str, ...], group: str) -> None:
-    """Enable probes: their hits reach watch.
+@json_option
+def enable(names: tuple[str, ...], group: str, as_json: bool) -> None:
+    """Enable probes: their hits reach watch. A NAME may be a shell glob.
 
     \b
-    Example:
+    Examples:
       kpctl enable do_sys_openat2
+      kpctl enable 'vfs_*'
     """
-    open_probes(group).enable(names)
-    say_each("enabled", group, names)
+    manager = open_probes(group)
+    names = tuple(manager.expand(names))
+    manager.enable(names)
+    say_each("enabled", group, names, as_json)
 
 
 @cli.command()
 @click.argument("names", nargs=-1, required=True)
 @group_option
-def disable(names: tuple[str, ...], group: str) -> None:
-    """Disable probes: their hits no longer reach watch.
+@json_option
+def disable(names: tuple[str, ...], group: str, as_json: bool) -> None:
+    """Disable probes: their hits no longer reach watch. A NAME may be a shell glob.
 
     \b
-    Example:
+    Examples:
       kpctl disable do_sys_openat2
+      kpctl disable 'vfs_*'
     """
-    open_probes(group).disable(names)
-    say_each("disabled", group, names)
+    manager = open_probes(group)
+    names = tuple(manager.expand(names))
+    manager.disable(names)
+    say_each("disabled", group, names, as_json)
 
 
 @cli.command()
@@ -230,37 +294,78 @@ def stats(group: str, as_json: bool) -> None:
         print_table(rows, ["name", "backend", "hits", "misses"])
 
 
-def run_watch(
-    probes: ProbeManager, names: Sequence[str], count: int | None, duration: float | None,
-    pid: int | None, comm: str | None, as_json: bool, clear: bool = False,
-) -> None:
-    """Print hits until --count, --duration, Ctrl-C or SIGTERM; then a summary on stderr.
-    Hits recorded since the probes were enabled and not yet read come first, as from
-    trace_pipe itself, unless clear."""
+def run_watch(probes: ProbeManager, names: Sequence[str], watching: WatchOptions, clear: bool = False) -> None:
+    """Print hits until --count, --duration, the end of --command, Ctrl-C or SIGTERM;
+    then a summary on stderr. Hits recorded since the probes were enabled and not yet
+    read come first, as from trace_pipe itself, unless clear."""
     from kpctl.hits import HitStream
     from kpctl.signals import StopRequested, stop_on_sigterm
-    from kpctl.watch import pump
+    from kpctl.watch import ProcessThreads, pump
 
+    if sum(x is not None for x in (watching.pid, watching.tid, watching.command)) > 1:
+        raise UsageError("give one of --pid, --tid and --command")
+    comm = watching.comm
+    if comm is not None and len(comm.encode()) > COMM_BYTES:
+        kept = comm.encode()[:COMM_BYTES].decode(errors="ignore")
+        click.echo(f"kpctl: the kernel keeps {COMM_BYTES} bytes of a task's name: --comm {comm} matches {kept}", err=True)
+        comm = kept
     infos = probes.list_probes()
     check_probe_names(names, {i.name for i in infos}, f"group {probes.group}")
     watched = [i for i in infos if i.enabled and (not names or i.name in names)]
     if not watched:
         raise KpctlError("no enabled probe to watch", "add one (kpctl add SYMBOL) or enable one (kpctl enable NAME)")
+    threads: ProcessThreads | set[str] | None = None
+    if watching.pid is not None:
+        threads = ProcessThreads(watching.pid)
+    elif watching.tid is not None:
+        threads = {str(watching.tid)}
     stream = HitStream(
-        sys.stdout, [i.probe for i in infos], as_json=as_json, events=names, pid=pid, comm=comm, own_pid=os.getpid(),
-        count=count, backend_of={i.name: i.backend for i in infos}, namers=probes.probe_namers(),
+        sys.stdout, [i.probe for i in infos], as_json=watching.as_json, events=names, threads=threads, comm=comm,
+        own_pid=os.getpid(), count=watching.max_hits, backend_of={i.name: i.backend for i in infos},
+        namers=probes.probe_namers(),
     )
+    ended = ""
     with stop_on_sigterm(), probes.reading(drop_unread=clear) as sources:
         try:
             # The header goes out once hits are being collected: whoever waits for it (a
             # script, a test) may start the activity it wants to see, or stop us.
-            if not as_json:
+            if not watching.as_json:
                 sys.stdout.write(stream.HEADER)
                 sys.stdout.flush()
-            pump(sources, stream, duration)
+            if watching.command is None:
+                pump(sources, stream, watching.duration)
+            else:
+                ended = run_command_watched(watching.command, sources, stream, watching.duration)
         except (KeyboardInterrupt, StopRequested):
             pass
-    click.echo(stream.summary(), err=True)
+    click.echo(stream.summary() + ended, err=True)
+
+
+def run_command_watched(command: str, sources: Sequence[HitSource], stream: HitStream, duration: float | None) -> str:
+    """Run command, feed stream the hits of its process until it ends (and a moment
+    more, for hits still on their way) or duration passes; what became of it."""
+    import shlex
+    import subprocess
+    import time
+
+    from kpctl.watch import ProcessThreads, pump
+
+    try:
+        proc = subprocess.Popen(shlex.split(command))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot run {command}: {e}") from None
+    stream.only_threads(ProcessThreads(proc.pid))
+    started = time.monotonic()
+    try:
+        pump(sources, stream, duration, each_round=lambda: proc.poll() is None)
+        left = None if duration is None else duration - (time.monotonic() - started)
+        if proc.poll() is not None and (left is None or left > 0):
+            pump(sources, stream, min(0.5, left) if left is not None else 0.5)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+    return f"; {command} exited with status {proc.returncode}"
 
 
 @cli.command()
@@ -268,10 +373,7 @@ def run_watch(
 @watch_options
 @click.option("--clear", is_flag=True, help="Drop the hits recorded before this watch started.")
 @group_option
-def watch(
-    names: tuple[str, ...], count: int | None, duration: float | None, pid: int | None,
-    comm: str | None, as_json: bool, clear: bool, group: str,
-) -> None:
+def watch(names: tuple[str, ...], watching: WatchOptions, clear: bool, group: str) -> None:
     """Print hits of kpctl's enabled probes (or only NAMEs) as they happen.
 
     Each hit shows time, CPU, thread id, task name, probe, where it hit (sym+off, or
@@ -285,8 +387,9 @@ def watch(
       kpctl watch --count 10
       kpctl watch do_sys_openat2 --comm cat --json
       kpctl watch --clear --duration 5
+      kpctl watch -c 'cat /etc/hostname'
     """
-    run_watch(open_probes(group), names, count, duration, pid, comm, as_json, clear)
+    run_watch(open_probes(group), names, watching, clear)
 
 
 @cli.command()
@@ -295,14 +398,14 @@ def watch(
 @group_option
 def trace(
     target: str, fetchargs: tuple[str, ...], ret: bool, maxactive: int | None, name: str | None,
-    filter_text: str | None, count: int | None, duration: float | None, pid: int | None,
-    comm: str | None, as_json: bool, group: str,
+    filter_text: str | None, watching: WatchOptions, group: str,
 ) -> None:
     """Add a probe, print its hits, and remove it on exit, Ctrl-C or SIGTERM.
 
     \b
-    Example:
+    Examples:
       kpctl trace do_sys_openat2 'path=+0($arg2):ustring' --count 3
+      kpctl trace vfs_read 'count=$arg3:u64' -c 'cat /etc/hostname'
     """
     from kpctl.manager import short_lived
     from kpctl.model import probes_from_targets
@@ -312,7 +415,7 @@ def trace(
     probes = probes_from_targets(target, fetchargs, ret, maxactive, name, group)
     try:
         with short_lived(manager, probes, event_filter=filter_text):
-            run_watch(manager, [p.event for p in probes if p.event], count, duration, pid, comm, as_json)
+            run_watch(manager, [p.event for p in probes if p.event], watching)
     except StopRequested:
         pass  # SIGTERM while adding: the probes are gone
 
@@ -328,6 +431,8 @@ def funcs(pattern: str, as_json: bool) -> None:
       kpctl funcs 'vfs_*'
       kpctl funcs do_sys_open
     """
+    if not pattern:
+        raise UsageError("give a function name or a glob", "kpctl funcs 'vfs_*'")
     symbols = open_tracefs().symbols
     rows = [
         {"name": s.name, "module": s.module or "", "probeable": s.probeable, "note": s.reason}
@@ -354,7 +459,7 @@ def doctor(as_json: bool) -> None:
 
     from kpctl.doctor import run_checks
 
-    checks = run_checks()
+    checks = run_checks(say=say_on_stderr)
     if as_json:
         print_json([asdict(c) for c in checks])
     else:

@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 import click
 
-from kpctl.errors import KpctlError
+from kpctl.errors import KpctlError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,18 +22,39 @@ class KpctlFailure(click.ClickException):
         return f"{self.message}\n{self.hint}" if self.hint else self.message
 
 
+class KpctlUsageFailure(KpctlFailure):
+    """A UsageError: exit status 2, as click's own usage errors."""
+    exit_code = 2
+
+
 class KpctlGroup(click.Group):
-    """A group whose commands' KpctlErrors become one ``Error: ...`` line and exit 1."""
+    """A group whose commands' KpctlErrors become one ``Error: ...`` line on stderr and
+    exit status 2 or 1; under --json also a JSON object on stdout, so that a pipe into
+    jq gets the error rather than nothing."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KpctlError as e:
-            raise KpctlFailure(e) from e
+            failure = (KpctlUsageFailure if isinstance(e, UsageError) else KpctlFailure)(e)
+            if ctx.meta.get(_JSON_META):
+                print_json({"error": e.message, "hint": e.hint, "exit_status": failure.exit_code})
+            raise failure from e
+
+
+# ctx.meta is shared by a command's context and its group's: the group learns there
+# whether the failed command was asked for JSON.
+_JSON_META = "kpctl.json"
+
+
+def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx.meta[_JSON_META] = value
+    return value
 
 
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+    return click.option("--json", "as_json", is_flag=True, callback=_remember_json,
+                        help="Print JSON instead of text (errors too, as an object on stdout).")(f)
 
 
 def print_json(data: object) -> None:

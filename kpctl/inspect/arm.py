@@ -145,7 +145,7 @@ class Arming:
         if hit is None:
             return trip
         caller, _, function = hit.where.partition(" <- ")
-        return replace(trip, caller=caller, function=function, retval=str(hit.args.get("ret")), pid=hit.pid, comm=hit.comm)
+        return replace(trip, caller=caller, function=function, retval=str(hit.args.get("ret")), pid=hit.tid, comm=hit.comm)
 
 
 def _is_jump(code: bytes, offset: int) -> bool:
@@ -160,9 +160,10 @@ def optimization_enabled(path: Path = OPTIMIZATION_SYSCTL) -> bool:
         return False
 
 
-def _read_own_stat() -> None:
+def _read_own_stat() -> bool:
     with open("/proc/self/stat", "rb") as f:
         f.read()
+    return True
 
 
 class FirstReturn:
@@ -181,7 +182,7 @@ class FirstReturn:
     def feed(self, text: str) -> None:
         hits = [h for h in self.parser.hits(text) if h.event == self.event and h.is_return]
         if hits and self.hit is None:
-            self.hit = min(hits, key=lambda h: h.pid != os.getpid())
+            self.hit = min(hits, key=lambda h: h.tid != os.getpid())
 
     def flush(self) -> None:
         pass

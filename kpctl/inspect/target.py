@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kpctl.backends.base import ProbeInfo
-from kpctl.errors import KpctlError
+from kpctl.errors import KpctlError, UsageError
 from kpctl.inspect.disasm import Arch
 from kpctl.inspect.kcore import hidden_addresses_error
 from kpctl.inspect.report import KprobeOnFunction, Report
 from kpctl.model import Probe, Target, parse_target
-from kpctl.symbols import TEXT_TYPES, KernelSymbols
+from kpctl.symbols import KernelSymbols
 from kpctl.tracefs import KprobeState
 
 INSPECT_GROUP = "kpctl_inspect"  # inspect --arm's own group (and instance prefix): user probes stay untouched
@@ -20,7 +20,7 @@ def parse_inspect_target(text: str) -> Target:
     """``sym``, ``sym+off`` or ``mod:sym`` (a ``%return`` suffix is allowed and ignored)."""
     target, _ = parse_target(text)
     if target.symbol is None:
-        raise KpctlError(f"inspect needs a symbol, not an address: {text}", "example: kpctl inspect vfs_read+5")
+        raise UsageError(f"inspect needs a symbol, not an address: {text}", "example: kpctl inspect vfs_read+5")
     return target
 
 
@@ -28,10 +28,7 @@ def resolve(target: Target, arch: Arch, symbols: KernelSymbols) -> Report:
     """The function of target from kallsyms, and what the symbol tables say about it."""
     name = target.symbol
     assert name is not None
-    functions = [
-        s for s in symbols.by_name.get(name, ())
-        if s.type in TEXT_TYPES and (target.module is None or s.module == target.module)
-    ]
+    functions = symbols.functions_named(name, target.module)
     status = symbols.status(name)
     if not functions:
         where = f" in module {target.module}" if target.module else ""

@@ -10,3 +10,8 @@ SYSFS = Path("/sys/module") / MODULE
 
 def is_loaded() -> bool:
     return SYSFS.exists()
+
+
+def modules_supported(proc: Path = Path("/proc")) -> bool:
+    """The kernel loads modules at all (CONFIG_MODULES): it then has /proc/modules."""
+    return (proc / "modules").exists()

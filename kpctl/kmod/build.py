@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kpctl.errors import KpctlError
-from kpctl.kmod import MODULE
+from kpctl.kmod import MODULE, modules_supported
 
 
 def _find_source() -> Path:
@@ -31,6 +31,12 @@ _SOURCE_FILES = ("Kbuild", "Makefile", "*.c", "*.h")
 
 class KmodBuildError(KpctlError):
     """kpctl_kmod could not be built, loaded or unloaded."""
+
+
+def require_module_support() -> None:
+    if not modules_supported():
+        raise KmodBuildError("this kernel cannot load modules (it was built without CONFIG_MODULES)",
+                             "the tracefs backend needs no module: kpctl add without --backend kmod")
 
 
 @dataclass(frozen=True)
@@ -81,11 +87,12 @@ def _up_to_date(module: Path, log: Path, kdir: Path) -> bool:
 def build(release: str | None = None, source: Path = SOURCE) -> BuildResult:
     """Build the module for a kernel release (default: the running kernel)."""
     release = release or kernel_release()
+    require_module_support()
     kdir = Path("/lib/modules") / release / "build"
     if not (kdir / "Makefile").exists():
         raise KmodBuildError(
             f"no headers for kernel {release} ({kdir} is missing)",
-            f"install them: apt install linux-headers-{release}",
+            f"install the headers of this kernel (Debian's kernels: apt install linux-headers-{release})",
         )
     dest = build_dir(release)
     module, log = dest / f"{MODULE}.ko", dest / "build.log"

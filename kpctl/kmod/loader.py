@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kpctl.errors import KpctlError, PermissionDeniedError
 from kpctl.kmod import MODULE, SYSFS, is_loaded
-from kpctl.kmod.build import KmodBuildError, build_dir, kernel_release
+from kpctl.kmod.build import KmodBuildError, build_dir, kernel_release, require_module_support
 
 # finit_module(2) and delete_module(2) have no wrapper in Python or glibc.
 _SYSCALLS = {
@@ -42,6 +42,7 @@ def _syscall(name: str, *args: object) -> None:
 
 def load(module: Path | None = None, params: dict[str, int] | None = None) -> None:
     """Load the built module (default: the one built for the running kernel)."""
+    require_module_support()
     module = module or build_dir(kernel_release()) / f"{MODULE}.ko"
     if not module.exists():
         raise KmodBuildError(f"{module} does not exist", "build it first: kpctl kmod build")
@@ -65,6 +66,7 @@ def _load_error(e: OSError, module: Path) -> KpctlError:
 
 
 def unload() -> None:
+    require_module_support()
     try:
         _syscall("delete_module", ctypes.c_char_p(MODULE.encode()), os.O_NONBLOCK)
     except OSError as e:

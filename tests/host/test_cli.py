@@ -142,20 +142,34 @@ def test_add_existing_name_changes_nothing(fake: Tracefs) -> None:
 
 def test_bad_fetcharg_is_one_error_line_with_the_spot_marked(fake: Tracefs) -> None:
     code, out = run("add", "vfs_read", "x=+0($arg1")
-    assert (code, out) == (1, "Error: dereference brace is not closed\n  x=+0($arg1\n            ^\n")
+    assert (code, out) == (2, "Error: dereference brace is not closed\n  x=+0($arg1\n            ^\n")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["add", "vfs_read,vfs_write", "--name", "x"], "Error: one probe name for 2 targets: each probe needs a name of its own"),
-    (["add", "vfs_read", "--maxactive", "4"], "Error: maxactive applies to return probes only"),
-    (["add", "vfs_read", "--name", "bad-name"], "Error: invalid probe name 'bad-name'"),
-    (["rm", "opne"], "Error: no probe named opne in group kpctl"),
-    (["enable", "nope"], "Error: no probe named nope in group kpctl"),
-    (["watch", "nope"], "Error: no probe named nope in group kpctl"),
+@pytest.mark.parametrize(("args", "message", "status"), [
+    (["add", "vfs_read,vfs_write", "--name", "x"], "Error: one probe name for 2 targets: each probe needs a name of its own", 2),
+    (["add", "vfs_read", "--maxactive", "4"], "Error: maxactive applies to return probes only", 2),
+    (["add", "vfs_read", "--name", "bad-name"], "Error: invalid probe name 'bad-name'", 2),
+    (["add", "vfs_read", "--group", "bad-group"], "Error: invalid group name 'bad-group'", 2),
+    (["rm", "opne"], "Error: no probe named opne in group kpctl", 1),
+    (["enable", "nope"], "Error: no probe named nope in group kpctl", 1),
+    (["watch", "nope"], "Error: no probe named nope in group kpctl", 1),
 ])
-def test_expected_failures_print_one_error_line_and_exit_1(fake: Tracefs, args: list[str], message: str) -> None:
+def test_expected_failures_print_one_error_line_and_exit_2_for_usage_else_1(
+    fake: Tracefs, args: list[str], message: str, status: int,
+) -> None:
+    """Usage errors exit 2 as click's own do; refusals and missing things exit 1."""
     code, out = run(*args)
-    assert code == 1 and out.splitlines()[0] == message
+    assert code == status and out.splitlines()[0] == message
+
+
+def test_a_bad_offset_is_marked_where_it_goes_wrong(fake: Tracefs) -> None:
+    assert run("add", "vfs_read+0xzz") == (
+        2, "Error: target must be SYMBOL, MOD:SYMBOL, SYMBOL+OFFS, SYMBOL%return or ADDRESS\n  vfs_read+0xzz\n             ^\n")
+
+
+def test_a_newline_in_an_argument_keeps_the_mark_on_one_line(fake: Tracefs) -> None:
+    code, out = run("add", "vfs_read", "x=+0(\n$arg1")
+    assert code == 2 and out.splitlines()[1:] == ["  x=+0(\\n$arg1", "       ^"]  # under the newline
 
 
 def test_rm_suggests_a_close_name(fake: Tracefs) -> None:
@@ -165,6 +179,28 @@ def test_rm_suggests_a_close_name(fake: Tracefs) -> None:
 def test_rm_with_neither_names_nor_all_is_a_usage_error(fake: Tracefs) -> None:
     code, out = run("rm")
     assert code == 2 and "give probe NAMEs or --all" in out
+
+
+def test_rm_with_both_names_and_all_says_not_both(fake: Tracefs) -> None:
+    code, out = run("rm", "--all", "open")
+    assert code == 2 and "Error: give probe NAMEs or --all, not both" in out
+    assert "p:kpctl/open " in fake.read("kprobe_events")
+
+
+def test_a_target_given_twice_says_so(fake: Tracefs) -> None:
+    before = fake.read("kprobe_events")
+    assert run("add", "vfs_read,vfs_write,vfs_read") == (
+        2, "Error: target vfs_read is given twice\neach target makes one probe: give it once\n")
+    assert fake.read("kprobe_events") == before
+
+
+def test_a_comm_longer_than_the_kernel_keeps_is_cut_and_said(fake: FakeTracefs) -> None:
+    fake.path("instances/kpctl/trace_pipe").write_text(
+        "systemd-journal-365 [000] ..... 16.417567: open: (do_sys_openat2+0x0/0x170) dfd=-100 path=\"/a\"\n")
+    code, out = run("watch", "--comm", "systemd-journald", "--json")
+    assert code == 0
+    assert "kpctl: the kernel keeps 15 bytes of a task's name: --comm systemd-journald matches systemd-journal" in out
+    assert json.loads(out.splitlines()[1])["comm"] == "systemd-journal"
 
 
 def test_rm_all_removes_kpctl_probes_and_leaves_other_groups(fake: FakeTracefs) -> None:
@@ -269,9 +305,9 @@ def test_watch_json_prints_typed_hits_of_kpctl_probes(fake: FakeTracefs) -> None
     hits = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.exit_code == 0
     assert hits == [
-        {"time": 16.417567, "cpu": 0, "pid": 365, "comm": "cat", "probe": "open", "backend": "tracefs",
+        {"time": 16.417567, "cpu": 0, "tid": 365, "comm": "cat", "probe": "open", "backend": "tracefs",
          "where": "do_sys_openat2+0x0", "args": {"dfd": -100, "path": "/etc/a b"}},
-        {"time": 16.417638, "cpu": 0, "pid": 365, "comm": "cat", "probe": "open_ret", "backend": "tracefs",
+        {"time": 16.417638, "cpu": 0, "tid": 365, "comm": "cat", "probe": "open_ret", "backend": "tracefs",
          "where": "[unknown/kretprobe'd] <- do_sys_openat2", "args": {"ret": -2}},
         {"lost": 7, "cpu": 0},
     ]
@@ -304,3 +340,58 @@ def test_refused_target_rolls_back_and_shows_the_kernels_reason(fake: FakeTracef
     ))
     assert fake.commands == ["p:kpctl/vfs_read vfs_read", "-:kpctl/vfs_read"]
     assert fake.read("kprobe_events") == EVENTS
+
+
+def test_under_json_an_error_is_also_a_json_object_on_stdout(fake: FakeTracefs) -> None:
+    result = CliRunner().invoke(cli, ["rm", "opne", "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {
+        "error": "no probe named opne in group kpctl", "hint": "did you mean: open?", "exit_status": 1}
+    assert result.stderr == "Error: no probe named opne in group kpctl\ndid you mean: open?\n"
+
+
+def test_a_usage_error_under_json_says_exit_status_2(fake: FakeTracefs) -> None:
+    result = CliRunner().invoke(cli, ["add", "vfs_read+0xzz", "--json"])
+    assert result.exit_code == 2 and json.loads(result.stdout)["exit_status"] == 2
+
+
+def test_rm_takes_a_glob_and_reports_json(fake: FakeTracefs) -> None:
+    code, out = run("rm", "open*", "--json")
+    assert code == 0 and json.loads(out) == {"group": "kpctl", "removed": ["open", "open_ret"]}
+    assert fake.read("kprobe_events") == "p:other/keep vfs_write\n"
+
+
+def test_a_glob_that_matches_nothing_changes_nothing(fake: FakeTracefs) -> None:
+    assert run("disable", "open", "vfs_*") == (1, "Error: no probe matches vfs_* in group kpctl\nsee: kpctl list\n")
+    assert fake.read("instances/kpctl/events/kpctl/open/enable") == "1\n"
+
+
+def test_enable_takes_a_glob(fake: FakeTracefs) -> None:
+    code, out = run("enable", "open_*")
+    assert (code, out) == (0, "enabled kpctl/open_ret\n")
+    assert fake.read("instances/kpctl/events/kpctl/open_ret/enable") == "1\n"
+
+
+def test_add_dry_run_prints_the_lines_and_addresses_and_changes_nothing(fake: FakeTracefs) -> None:
+    address = next(int(line.split()[0], 16) for line in (CAPTURE / "kallsyms.sample").read_text().splitlines()
+                   if line.split()[2] == "vfs_read")
+    code, out = run("add", "--dry-run", "vfs_read+5", "count=$arg3:u64")
+    assert code == 0
+    assert out.splitlines() == [
+        "p:kpctl/vfs_read_5 vfs_read+5 count=$arg3:u64",
+        "instances/kpctl/events/kpctl/vfs_read_5/enable: 1",
+        f"# vfs_read_5: vfs_read+5 at {address + 5:#x}",
+    ]
+    assert fake.commands == [] and fake.read("kprobe_events") == EVENTS
+
+
+def test_a_probe_on_a_module_that_is_not_loaded_gets_a_warning(fake: FakeTracefs) -> None:
+    (fake.proc / "modules").write_text("ext4 1000000 1 - Live 0x0000000000000000\n")
+    code, out = run("add", "--dry-run", "kprobe:vfs_write")
+    assert code == 0 and out.startswith("kpctl: module kprobe is not loaded: its probes arm when it loads")
+    code, out = run("add", "--dry-run", "ext4:ext4_file_open")
+    assert code == 0 and "not loaded" not in out
+
+
+def test_funcs_of_nothing_is_a_usage_error(fake: FakeTracefs) -> None:
+    assert run("funcs", "") == (2, "Error: give a function name or a glob\nkpctl funcs 'vfs_*'\n")

@@ -37,7 +37,7 @@ def test_captured_lost_notice_is_counted(capture: Path) -> None:
 
 def test_entry_hit_fields_and_typed_arguments() -> None:
     [hit] = HitParser([REGS]).hits(ENTRY)
-    assert (hit.comm, hit.pid, hit.cpu, hit.timestamp, hit.event) == ("cat", 154, 0, "6.381431", "regs")
+    assert (hit.comm, hit.tid, hit.cpu, hit.timestamp, hit.event) == ("cat", 154, 0, "6.381431", "regs")
     assert hit.where == "vfs_read+0x0" and not hit.is_return
     assert hit.args == {
         "arg1": 0xFF36853042C4BE00, "buf": 0x7FFC94E608D8, "s0": 0xFFFFFFFF84A76930, "st": 0xFF68D6B340637EC0,
@@ -61,7 +61,7 @@ def test_return_hit_with_unknown_caller() -> None:
 def test_module_symbol_and_comm_with_dashes_and_spaces() -> None:
     line = "  kworker/0:1-events x-42 [001] d..2. 5.000001: mod: (ext4_file_open+0x0/0x1a0 [ext4]) arg1=1\n"
     [hit] = HitParser().hits(line)
-    assert (hit.comm, hit.pid, hit.cpu) == ("kworker/0:1-events x", 42, 1)
+    assert (hit.comm, hit.tid, hit.cpu) == ("kworker/0:1-events x", 42, 1)
     assert hit.where == "ext4_file_open+0x0 [ext4]"
 
 
@@ -104,7 +104,7 @@ def test_json_output_is_one_typed_object_per_hit() -> None:
 
 def test_count_stops_exactly_and_filters_apply_first() -> None:
     lines = ENTRY.replace("cat-154", "sh-7") + ENTRY * 3
-    stream = HitStream(io.StringIO(), [REGS], pid=154, count=2)
+    stream = HitStream(io.StringIO(), [REGS], threads={"154"}, count=2)
     stream.feed(lines)
     assert stream.counts.hits == 2 and stream.done
 

@@ -9,14 +9,16 @@ import pytest
 from click.testing import CliRunner
 
 from kpctl.cli.kmod import kmod
+from kpctl.cli.main import cli
 from kpctl.kmod import build
 
 
-def test_missing_headers_name_the_package() -> None:
+def test_missing_headers_name_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build, "modules_supported", lambda: True)
     with pytest.raises(build.KmodBuildError) as e:
         build.build("0.0.0-kpctl-test")
     assert "/lib/modules/0.0.0-kpctl-test/build" in e.value.message
-    assert e.value.hint == "install them: apt install linux-headers-0.0.0-kpctl-test"
+    assert e.value.hint == "install the headers of this kernel (Debian's kernels: apt install linux-headers-0.0.0-kpctl-test)"
 
 
 def test_sources_sync_into_a_build_dir(tmp_path: Path) -> None:
@@ -57,3 +59,11 @@ def test_status_when_not_loaded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     result = CliRunner().invoke(kmod, ["status"])
     assert result.exit_code == 0, result.output
     assert result.output == f"kpctl_kmod: not loaded (kernel {os.uname().release}, not built)\n"
+
+
+@pytest.mark.parametrize("command", [["build"], ["load"], ["unload"]])
+def test_a_kernel_without_modules_is_named_as_such(command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build, "modules_supported", lambda: False)
+    result = CliRunner().invoke(cli, ["kmod", *command])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: this kernel cannot load modules (it was built without CONFIG_MODULES)\n")

@@ -108,7 +108,7 @@ def test_hex_offset_reads_as_the_kernel_prints_it() -> None:
     ("p:kpctl/x vfs_read x=$arg0", "$argN counts from 1", 21),
     ("p:kpctl/x vfs_read x=$bogus", "unknown $-variable ($argN, $arg*, $retval, $stack, $stackN, $comm)", 21),
     ("p:kpctl/x vfs_read x=$arg1:b4@2", "a bitfield is b<bit-width>@<bit-offset>/<container-size>", 27),
-    ("p:kpctl/x vfs_read%return+8", "target must be SYMBOL, MOD:SYMBOL, SYMBOL+OFFS, SYMBOL%return or ADDRESS", 10),
+    ("p:kpctl/x vfs_read%return+8", "target must be SYMBOL, MOD:SYMBOL, SYMBOL+OFFS, SYMBOL%return or ADDRESS", 25),
     ("p5:kpctl/x vfs_read", "MAXACTIVE is only for return probes (rN:)", 1),
 ])
 def test_syntax_errors_point_at_the_byte(line: str, message: str, offset: int) -> None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from kpctl.hits import HitStream
-from kpctl.watch import TracePipeSource, pump
+from kpctl.watch import ProcessThreads, TracePipeSource, pump
 
 LINE = "cat-154 [000] ..... 6.381650: retsfx: (ksys_read+0x6b/0xf0 <- vfs_read) ret=0x340\n"
 
@@ -58,3 +58,12 @@ def test_duration_ends_a_watch_without_hits(tmp_path: Path) -> None:
         pump([source], HitStream(io.StringIO()), duration=0.3)
     os.close(keep_open)
     assert 0.3 <= time.monotonic() - started < 1.5
+
+
+def test_a_process_is_all_its_threads(tmp_path: Path) -> None:
+    for tid in ("40", "41"):
+        (tmp_path / "40" / "task" / tid).mkdir(parents=True)
+    threads = ProcessThreads(40, proc=tmp_path)
+    assert "40" in threads and "41" in threads and "42" not in threads
+    (tmp_path / "40" / "task" / "42").mkdir()
+    assert "42" not in threads  # asked once: a tid's answer stays

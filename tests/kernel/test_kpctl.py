@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def collect_hits(backend: TracefsBackend, probes: list[Probe], action: object, s
     assert callable(action)
     action()
     out = io.StringIO()
-    stream = HitStream(out, probes, as_json=True, pid=os.getpid())
+    stream = HitStream(out, probes, as_json=True, threads={str(os.getpid())})
     with TracePipeSource(pipe) as source:
         pump([source], stream, duration=settle)
     return [json.loads(line) for line in out.getvalue().splitlines()]
@@ -436,3 +437,68 @@ def test_enable_disable_and_add_reach_a_second_watch(backend: TracefsBackend, tr
             watch.send_signal(signal.SIGINT)
             watch.communicate(timeout=60)
         backend.remove_all()
+
+
+def test_dry_run_changes_nothing_and_names_where_the_kernel_puts_the_probe(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    """The address is kallsyms' symbol plus offset; an x86 kernel with IBT puts a probe
+    at +0 past the function's ENDBR64, 4 bytes on (kprobes/list shows it there)."""
+    before = tracefs.read("kprobe_events")
+    dry = CliRunner().invoke(cli, ["add", "--dry-run", "--json", "vfs_read", "count=$arg3:u64"])
+    assert dry.exit_code == 0, dry.output
+    planned = json.loads(dry.stdout)
+    assert planned["requests"][0] == "p:kpctl/vfs_read vfs_read count=$arg3:u64"
+    assert tracefs.read("kprobe_events") == before
+    added = CliRunner().invoke(cli, ["add", "vfs_read", "count=$arg3:u64"])
+    try:
+        assert added.exit_code == 0, added.output
+        assert f"{planned['requests'][0]}\n" in tracefs.read("kprobe_events")
+        address = int(planned["probes"][0]["address"], 16)
+        armed = [s.address for s in tracefs.kprobe_states() if s.where.partition("+")[0] == "vfs_read"]
+        assert armed and armed[0] in (address, address + 4), (hex(address), [hex(a) for a in armed])
+    finally:
+        backend.remove_all()
+
+
+def test_trace_command_shows_only_the_commands_hits(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    """bpftrace -c: kpctl runs the command, shows the hits of its process and ends with
+    it. The opens of this test process, going on meanwhile, are not shown."""
+    stop = threading.Event()
+
+    def open_meanwhile() -> None:
+        while not stop.wait(0.01):
+            os.close(os.open("/dev/null", os.O_RDONLY))
+
+    other = threading.Thread(target=open_meanwhile)
+    other.start()
+    try:
+        proc = _trace_process("do_sys_openat2", path_arg(tracefs), "--json", "-c", "cat /etc/hostname")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        stop.set()
+        other.join()
+    assert proc.returncode == 0, err
+    hits = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert hits and {h["comm"] for h in hits} == {"cat"}, hits
+    assert "/etc/hostname" in {h["args"]["path"] for h in hits}
+    assert err.strip().endswith("cat /etc/hostname exited with status 0"), err
+
+
+def test_pid_means_every_thread_of_the_process(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    proc = _trace_process("do_sys_openat2", path_arg(tracefs), "--pid", str(os.getpid()), "--count", "1", "--json")
+    assert proc.stdout is not None
+    ready = threading.Event()
+
+    def open_from_a_thread() -> None:
+        while not ready.wait(0.05):
+            os.close(os.open("/dev/null", os.O_RDONLY))
+
+    thread = threading.Thread(target=open_from_a_thread)
+    thread.start()
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        ready.set()
+        thread.join()
+    assert proc.returncode == 0, err
+    [hit] = [json.loads(line) for line in out.splitlines()]
+    assert hit["tid"] == thread.native_id != os.getpid()

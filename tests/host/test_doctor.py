@@ -1,0 +1,63 @@
+"""doctor says only what it established on the running kernel, and "unknown, because
+..." for what it could not."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kpctl import doctor
+
+DATA = Path(__file__).parent / "data" / "x86_64-6.1"
+
+
+@pytest.fixture
+def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+    """A tracefs with kprobe_events, debugfs and securityfs as the test sets them."""
+    tracefs = tmp_path / "tracing"
+    (tracefs / "instances").mkdir(parents=True)
+    (tracefs / "README").write_text((DATA / "README").read_text())
+    (tracefs / "kprobe_events").write_text("")
+    monkeypatch.setattr(doctor, "find_tracefs", lambda say=None: tracefs)
+    monkeypatch.setattr(doctor, "DEBUGFS", tmp_path / "debug")
+    monkeypatch.setattr(doctor, "read_lockdown", lambda: None)
+    mounted = {"debugfs": False, "securityfs": False}
+    monkeypatch.setattr(doctor, "_mounted", lambda fstype: mounted[fstype])
+    return mounted
+
+
+def rows() -> dict[str, doctor.Check]:
+    return {c.name: c for c in doctor.run_checks()}
+
+
+def test_kprobes_enabled_is_unknown_without_debugfs_and_fails_nothing(machine: dict[str, bool]) -> None:
+    check = rows()["kprobes enabled"]
+    assert (check.detail, check.required) == ("unknown, because debugfs is not mounted", False)
+
+
+def test_kprobes_enabled_unreadable_under_a_mounted_debugfs_is_not_blamed_on_the_mount(machine: dict[str, bool]) -> None:
+    machine["debugfs"] = True
+    check = rows()["kprobes enabled"]
+    assert check.detail.startswith("unknown, because ") and "not mounted" not in check.detail and not check.required
+
+
+def test_kprobes_disabled_is_a_failure(machine: dict[str, bool], tmp_path: Path) -> None:
+    (tmp_path / "debug" / "kprobes").mkdir(parents=True)
+    (tmp_path / "debug" / "kprobes" / "enabled").write_text("0\n")
+    check = rows()["kprobes enabled"]
+    assert (check.ok, check.required) == (False, True)
+
+
+def test_lockdown_is_unknown_without_securityfs_not_absent(machine: dict[str, bool]) -> None:
+    assert rows()["lockdown"].detail == "unknown, because securityfs is not mounted"
+    machine["securityfs"] = True
+    assert rows()["lockdown"].detail == "not built in (securityfs has no lockdown file)"
+
+
+def test_no_kprobe_syntax_is_claimed_without_kprobe_events(machine: dict[str, bool], tmp_path: Path) -> None:
+    assert rows()["symstr"].ok  # the recorded 6.1 README has it
+    (tmp_path / "tracing" / "kprobe_events").unlink()
+    checks = rows()
+    assert "symstr" not in checks
+    assert checks["kprobe syntax"].detail == "unknown, because this kernel has no kprobe_events"
+    assert not checks["backend tracefs"].ok and checks["backend tracefs"].required

@@ -1,0 +1,75 @@
+"""What funcs says of a function: only what the kernel's tables establish."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kpctl.symbols import KernelSymbols
+
+KALLSYMS = """\
+ffffffff81000000 T _stext
+ffffffff81100000 T vfs_read
+ffffffff81100400 t cleanup
+ffffffff81100800 T vfs_write
+ffffffff82000000 T _sinittext
+ffffffff82000100 T start_kernel
+ffffffff82100000 T _einittext
+ffffffffc0100000 t cleanup\t[ext4]
+ffffffffc0200000 t cleanup\t[xfs]
+ffffffffc0396000 t kprobe_optinsn_page\t[__builtin__kprobes]
+ffffffffc0397000 t bpf_prog_6deef7357e7b4530\t[bpf]
+"""
+
+
+@pytest.fixture
+def tables(tmp_path: Path) -> Path:
+    (tmp_path / "kallsyms").write_text(KALLSYMS)
+    (tmp_path / "blacklist").write_text("0xffffffff81100800-0xffffffff81100900\tvfs_write\n")
+    (tmp_path / "available_filter_functions").write_text("vfs_read\nvfs_write\n")
+    (tmp_path / "kprobe_events").write_text("")
+    return tmp_path
+
+
+def symbols(root: Path) -> KernelSymbols:
+    return KernelSymbols(root / "kallsyms", root / "blacklist", root / "available_filter_functions", root / "kprobe_events")
+
+
+def test_an_ordinary_function_is_probeable(tables: Path) -> None:
+    status = symbols(tables).status("vfs_read")
+    assert (status.probeable, status.reason) == (True, "")
+
+
+def test_freed_init_code_is_not(tables: Path) -> None:
+    status = symbols(tables).status("start_kernel")
+    assert not status.probeable and status.reason.startswith("__init code, freed once the kernel booted")
+
+
+def test_run_time_code_is_not_a_function(tables: Path) -> None:
+    for name, module in (("kprobe_optinsn_page", "__builtin__kprobes"), ("bpf_prog_6deef7357e7b4530", "bpf")):
+        status = symbols(tables).status(name)
+        assert not status.probeable and f"[{module}]" in status.reason
+
+
+def test_duplicates_in_modules_and_in_vmlinux_are_told_apart_differently(tables: Path) -> None:
+    reason = symbols(tables).status("cleanup").reason
+    assert reason.startswith("not unique: 3 functions have this name; MOD:SYM or an address tells them apart")
+    (tables / "kallsyms").write_text(KALLSYMS + "ffffffff81100600 t vfs_twice\nffffffff81100700 t vfs_twice\n")
+    assert "only an address tells them apart" in symbols(tables).status("vfs_twice").reason
+
+
+def test_unreadable_tables_are_said_not_skipped(tables: Path) -> None:
+    (tables / "blacklist").unlink()
+    (tables / "available_filter_functions").unlink()
+    reason = symbols(tables).status("vfs_write").reason
+    assert "not checked against the kprobe blacklist" in reason and "not checked for notrace" in reason
+
+
+def test_nothing_is_probeable_without_kprobe_events(tables: Path) -> None:
+    (tables / "kprobe_events").unlink()
+    status = symbols(tables).status("vfs_read")
+    assert not status.probeable and "no kprobe_events" in status.reason
+
+
+def test_the_empty_name_is_no_function(tables: Path) -> None:
+    assert not symbols(tables).status("").probeable
