@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from kpctl.backends.base import ProbeBackend, ProbeInfo, ProbeStats
-from kpctl.errors import ProbeExistsError, ProbeNotFoundError, check_probe_names
+from kpctl.errors import ProbeExistsError, ProbeNotFoundError, UsageError, check_probe_names
 from kpctl.model import Probe
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND, BackendType, backend_type
 from kpctl.signals import signals_ignored, stop_on_sigterm
@@ -80,6 +80,27 @@ class ProbeManager:
                 raise ProbeNotFoundError(f"no probe matches {pattern} in group {self.group}", "see: kpctl list")
             names.extend(m for m in matched if m not in names)
         return names
+
+    def expand_targets(self, targets: Sequence[str], limit: int) -> tuple[list[str], dict[str, str]]:
+        """targets, each glob (``vfs_*``) replaced by the probeable functions it names,
+        and what the globs left out with why. More than limit probes is an error: one
+        command must not flood the kernel (bcc's and bpftrace's lesson)."""
+        expanded: list[str] = []
+        left: dict[str, str] = {}
+        for target in targets:
+            if not any(c in target for c in "*?["):
+                expanded.append(target)
+                continue
+            pattern = target.removesuffix("%return")
+            kept, skipped = self.tracefs.symbols.probeable_matches(pattern)
+            if not kept:
+                raise ProbeNotFoundError(f"no probeable function matches {pattern}", f"see: kpctl funcs '{pattern}'")
+            expanded.extend(name + target[len(pattern):] for name in kept)
+            left.update(skipped)
+        if len(expanded) > limit:
+            raise UsageError(f"{len(expanded)} probes asked for, more than --max-probes {limit}",
+                             "narrow the glob, or raise --max-probes")
+        return expanded, left
 
     def unloaded_modules(self, probes: Sequence[Probe]) -> list[str]:
         """The modules probes name that are not loaded: the kernel takes such a probe

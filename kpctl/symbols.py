@@ -108,6 +108,21 @@ class KernelSymbols:
             return [pattern]
         return fnmatch.filter(self.functions, pattern)
 
+    def probeable_matches(self, pattern: str) -> tuple[list[str], dict[str, str]]:
+        """The functions a glob names that a probe can sit on, and those it leaves out
+        with why: not probeable, not unique (only an address would name it), notrace."""
+        kept: list[str] = []
+        left: dict[str, str] = {}
+        for name in self.match(pattern):
+            status = self.status(name)
+            why = status.reason if not status.probeable else next(
+                (n for n in status.reason.split("; ") if n.startswith(("not unique", "notrace"))), "")
+            if why:
+                left[name] = why
+            else:
+                kept.append(name)
+        return kept, left
+
     @cached_property
     def _init_text(self) -> tuple[int, int] | None:
         """Where vmlinux's __init code was: kallsyms keeps its symbols after boot frees it."""

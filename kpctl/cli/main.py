@@ -143,6 +143,8 @@ def cli() -> None:
 @cli.command()
 @probe_options
 @click.option("--disabled", is_flag=True, help="Define the probes without enabling them.")
+@click.option("--max-probes", type=click.IntRange(1), default=1000, show_default=True,
+              help="Most probes a glob TARGET may make.")
 @click.option("--dry-run", is_flag=True, help="Print what would be asked of the kernel, and where each probe would sit; change nothing.")
 @click.option("--backend", "backend_name", type=click.Choice([t.name for t in BACKEND_TYPES]),
               default=DEFAULT_BACKEND.name, show_default=True,
@@ -151,11 +153,13 @@ def cli() -> None:
 @json_option
 def add(
     target: str, fetchargs: tuple[str, ...], ret: bool, maxactive: int | None, name: str | None,
-    filter_text: str | None, disabled: bool, dry_run: bool, backend_name: str, group: str, as_json: bool,
+    filter_text: str | None, max_probes: int, disabled: bool, dry_run: bool, backend_name: str, group: str,
+    as_json: bool,
 ) -> None:
     """Add a probe on TARGET that records FETCHARGS at each hit.
 
-    TARGET is SYMBOL, SYMBOL+OFFSET, MODULE:SYMBOL, 0xADDRESS or SYMBOL%return; several
+    TARGET is SYMBOL, SYMBOL+OFFSET, MODULE:SYMBOL, 0xADDRESS or SYMBOL%return, or a
+    shell glob of functions (the probeable ones, as kpctl funcs lists them); several
     targets separated by commas are added together, all or none, with the same
     FETCHARGS. A FETCHARG is [NAME=]FETCH[:TYPE] as in the kernel's kprobetrace.rst.
 
@@ -166,11 +170,16 @@ def add(
       kpctl add vfs_read,vfs_write 'count=$arg3:u64'
       kpctl add --backend kmod --ret do_sys_openat2
       kpctl add --dry-run vfs_read+5 'count=$arg3:u64'
+      kpctl add 'vfs_*' --disabled
     """
     from kpctl.model import probes_from_targets
 
-    probes = probes_from_targets(target, fetchargs, ret, maxactive, name, group)
     manager = open_probes(group)
+    targets, left = manager.expand_targets([t for t in target.split(",") if t], max_probes)
+    if left:
+        click.echo(f"kpctl: the glob leaves out {len(left)} functions (kpctl funcs tells why), e.g. "
+                   + "; ".join(f"{n}: {why}" for n, why in list(left.items())[:3]), err=True)
+    probes = probes_from_targets(",".join(targets), fetchargs, ret, maxactive, name, group)
     for module in manager.unloaded_modules(probes):
         click.echo(f"kpctl: module {module} is not loaded: its probes arm when it loads, and never fire until "
                    f"then (bpftrace's kprobe:FUNC is plain FUNC here)", err=True)

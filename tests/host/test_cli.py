@@ -395,3 +395,16 @@ def test_a_probe_on_a_module_that_is_not_loaded_gets_a_warning(fake: FakeTracefs
 
 def test_funcs_of_nothing_is_a_usage_error(fake: FakeTracefs) -> None:
     assert run("funcs", "") == (2, "Error: give a function name or a glob\nkpctl funcs 'vfs_*'\n")
+
+
+def test_add_takes_a_glob_of_probeable_functions(fake: FakeTracefs) -> None:
+    code, out = run("add", "--dry-run", "--disabled", "vfs_*%return")
+    assert code == 0
+    assert [line for line in out.splitlines() if not line.startswith("#")] == [
+        "r:kpctl/vfs_read_ret vfs_read", "r:kpctl/vfs_write_ret vfs_write"]
+
+
+def test_a_glob_may_not_make_more_than_max_probes(fake: FakeTracefs) -> None:
+    assert run("add", "vfs_*", "--max-probes", "1") == (
+        2, "Error: 2 probes asked for, more than --max-probes 1\nnarrow the glob, or raise --max-probes\n")
+    assert fake.read("kprobe_events") == EVENTS

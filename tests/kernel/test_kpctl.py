@@ -502,3 +502,16 @@ def test_pid_means_every_thread_of_the_process(backend: TracefsBackend, tracefs:
     assert proc.returncode == 0, err
     [hit] = [json.loads(line) for line in out.splitlines()]
     assert hit["tid"] == thread.native_id != os.getpid()
+
+
+def test_a_glob_adds_the_probeable_matches_and_the_kernel_takes_every_one(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    """Left out are what the kernel would refuse (the blacklist, __init code, names it
+    holds twice): one refused line would undo the whole add."""
+    result = CliRunner().invoke(cli, ["add", "--disabled", "--json", "vfs_*"])
+    try:
+        assert result.exit_code == 0, result.output
+        added = {row["name"] for row in json.loads(result.stdout)}
+        assert len(added) > 10 and {"vfs_read", "vfs_write"} <= added
+        assert {i.name for i in backend.list_probes()} == added
+    finally:
+        backend.remove_all()
