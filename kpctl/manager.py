@@ -19,6 +19,7 @@ from kpctl.tracefs import KPCTL_INSTANCE, Tracefs
 
 if TYPE_CHECKING:
     from kpctl.hits import ProbeNamer
+    from kpctl.symbols import KernelSymbols
     from kpctl.watch import HitSource
 
 # A watch that starts while another reads kpctl's instance reads one of its own, named so.
@@ -80,27 +81,6 @@ class ProbeManager:
                 raise ProbeNotFoundError(f"no probe matches {pattern} in group {self.group}", "see: kpctl list")
             names.extend(m for m in matched if m not in names)
         return names
-
-    def expand_targets(self, targets: Sequence[str], limit: int) -> tuple[list[str], dict[str, str]]:
-        """targets, each glob (``vfs_*``) replaced by the probeable functions it names,
-        and what the globs left out with why. More than limit probes is an error: one
-        command must not flood the kernel (bcc's and bpftrace's lesson)."""
-        expanded: list[str] = []
-        left: dict[str, str] = {}
-        for target in targets:
-            if not any(c in target for c in "*?["):
-                expanded.append(target)
-                continue
-            pattern = target.removesuffix("%return")
-            kept, skipped = self.tracefs.symbols.probeable_matches(pattern)
-            if not kept:
-                raise ProbeNotFoundError(f"no probeable function matches {pattern}", f"see: kpctl funcs '{pattern}'")
-            expanded.extend(name + target[len(pattern):] for name in kept)
-            left.update(skipped)
-        if len(expanded) > limit:
-            raise UsageError(f"{len(expanded)} probes asked for, more than --max-probes {limit}",
-                             "narrow the glob, or raise --max-probes")
-        return expanded, left
 
     def unloaded_modules(self, probes: Sequence[Probe]) -> list[str]:
         """The modules probes name that are not loaded: the kernel takes such a probe
@@ -235,16 +215,39 @@ class ProbeOwner(Protocol):
 
 
 @contextmanager
-def short_lived(owner: ProbeOwner, probes: Sequence[Probe], event_filter: str | None = None) -> Iterator[float]:
-    """probes, enabled, for the block only: removed however it ends (return, exception,
-    Ctrl-C, or SIGTERM, raised as StopRequested in the block). Yields the time they were
-    enabled. add() undoes itself when interrupted; the removal runs with signals held."""
+def short_lived(owner: ProbeOwner, probes: Sequence[Probe], event_filter: str | None = None,
+                enable: bool = True) -> Iterator[float]:
+    """probes (enabled unless told not) for the block only: removed however it ends
+    (return, exception, Ctrl-C, or SIGTERM, raised as StopRequested in the block). Yields
+    the time they were added. add() undoes itself when interrupted; the removal runs
+    with signals held."""
     names = [p.event for p in probes if p.event]
     with stop_on_sigterm():
-        owner.add(probes, event_filter=event_filter)
+        owner.add(probes, enable=enable, event_filter=event_filter)
         try:
             yield time.monotonic()
         finally:
             with signals_ignored():
                 owner.remove(names)
 
+
+def expand_targets(symbols: KernelSymbols, targets: Sequence[str], limit: int) -> tuple[list[str], dict[str, str]]:
+    """targets, each glob (``vfs_*``) replaced by the probeable functions it names,
+    and what the globs left out with why. More than limit probes is an error: one
+    command must not flood the kernel (bcc's and bpftrace's lesson)."""
+    expanded: list[str] = []
+    left: dict[str, str] = {}
+    for target in targets:
+        if not any(c in target for c in "*?["):
+            expanded.append(target)
+            continue
+        pattern = target.removesuffix("%return")
+        kept, skipped = symbols.probeable_matches(pattern)
+        if not kept:
+            raise ProbeNotFoundError(f"no probeable function matches {pattern}", f"see: kpctl funcs '{pattern}'")
+        expanded.extend(name + target[len(pattern):] for name in kept)
+        left.update(skipped)
+    if len(expanded) > limit:
+        raise UsageError(f"{len(expanded)} probes asked for, more than --max-probes {limit}",
+                         "narrow the glob, or raise --max-probes")
+    return expanded, left

@@ -172,10 +172,11 @@ def add(
       kpctl add --dry-run vfs_read+5 'count=$arg3:u64'
       kpctl add 'vfs_*' --disabled
     """
+    from kpctl.manager import expand_targets
     from kpctl.model import probes_from_targets
 
     manager = open_probes(group)
-    targets, left = manager.expand_targets([t for t in target.split(",") if t], max_probes)
+    targets, left = expand_targets(manager.tracefs.symbols, [t for t in target.split(",") if t], max_probes)
     if left:
         click.echo(f"kpctl: the glob leaves out {len(left)} functions (kpctl funcs tells why), e.g. "
                    + "; ".join(f"{n}: {why}" for n, why in list(left.items())[:3]), err=True)
@@ -427,6 +428,74 @@ def trace(
             run_watch(manager, [p.event for p in probes if p.event], watching)
     except StopRequested:
         pass  # SIGTERM while adding: the probes are gone
+
+
+@cli.command()
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("--by", help="Split the counts by pid, comm, cpu, stack, or a fetch argument NAME=FETCH[:TYPE].")
+@click.option("--interval", "-i", type=click.FloatRange(0, min_open=True), help="Print the counts of each interval of SECS.")
+@click.option("--duration", "-d", type=click.FloatRange(0, min_open=True), help="Stop after SECS.")
+@click.option("--top", type=click.IntRange(1), help="Only the N biggest counts.")
+@click.option("--max-probes", type=click.IntRange(1), default=1000, show_default=True,
+              help="Most functions the PATTERNs may name.")
+@json_option
+def count(patterns: tuple[str, ...], by: str | None, interval: float | None, duration: float | None,
+          top: int | None, max_probes: int, as_json: bool) -> None:
+    """Count hits per function in the kernel (bcc's funccount), until Ctrl-C or --duration.
+
+    PATTERNs are functions or shell globs of them (the probeable ones, as kpctl funcs
+    lists them). Counting is done by tracefs hist triggers on short-lived probes of this
+    command's own: nothing is streamed, and nothing is left afterwards. --json prints
+    JSON Lines, one object per table.
+
+    \b
+    Examples:
+      sudo kpctl count 'vfs_*' -d 5
+      sudo kpctl count vfs_read --by comm -i 1
+      sudo kpctl count do_sys_openat2 --by stack --top 3 -d 10
+    """
+    import json
+    import time
+
+    from kpctl.counting import ENGINE, HitCounter, since
+    from kpctl.manager import expand_targets
+    from kpctl.signals import StopRequested, stop_on_sigterm
+
+    tracefs = open_tracefs()
+    functions, skipped = expand_targets(tracefs.symbols, list(patterns), max_probes)
+    if skipped:
+        click.echo(f"kpctl: the globs leave out {len(skipped)} functions (kpctl funcs tells why)", err=True)
+    counter = HitCounter(tracefs, functions, by)
+
+    def show(counts: Sequence[Any], dropped: int) -> None:
+        rows = [{"function": c.function, **({"by": c.key} if by else {}), "hits": c.hits} for c in counts][:top]
+        if as_json:
+            click.echo(json.dumps({"engine": ENGINE, "by": by, "counts": rows, "dropped": dropped}))
+            return
+        print_table(rows, list(rows[0]) if rows else ["function", "hits"])
+        if dropped:
+            click.echo(f"kpctl: {dropped} hits dropped: the kernel's table was full", err=True)
+
+    with stop_on_sigterm(), counter.counting():
+        click.echo(f"kpctl: counting {len(functions)} functions with {ENGINE} hist triggers; Ctrl-C ends", err=True)
+        until = None if duration is None else time.monotonic() + duration
+        before: list[Any] = []
+        interrupted = False
+        try:
+            while until is None or time.monotonic() < until:
+                left = None if until is None else max(until - time.monotonic(), 0.0)
+                time.sleep(min(x for x in (interval, left, 3600.0) if x is not None))
+                if interval is not None:
+                    now, dropped = counter.counts()
+                    show(since(now, before), dropped)
+                    before = now
+        except (KeyboardInterrupt, StopRequested):
+            interrupted = True
+        if interval is None:
+            show(*counter.counts())
+        elif interrupted:  # the interval Ctrl-C cut short
+            now, dropped = counter.counts()
+            show(since(now, before), dropped)
 
 
 @cli.command()

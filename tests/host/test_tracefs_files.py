@@ -88,9 +88,15 @@ def test_open_file_loses_no_descriptor_to_a_ctrl_c_as_it_opens(tmp_path: Path, m
         return fd
 
     monkeypatch.setattr(os, "open", open_then_interrupted)
+    # Python's own Ctrl-C handler, even where the test runs with SIGINT ignored (a job
+    # started in the background by a shell inherits SIG_IGN).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     before = set(os.listdir("/proc/self/fd"))
-    with pytest.raises(KeyboardInterrupt):
-        open_file(target, os.O_WRONLY | os.O_TRUNC)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            open_file(target, os.O_WRONLY | os.O_TRUNC)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert set(os.listdir("/proc/self/fd")) == before
 
 
