@@ -477,11 +477,12 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
             click.echo(f"kpctl: {dropped} hits dropped: the kernel's table was full", err=True)
 
     with stop_on_sigterm(), counter.counting():
-        click.echo(f"kpctl: counting {len(functions)} functions with {ENGINE} hist triggers; Ctrl-C ends", err=True)
         until = None if duration is None else time.monotonic() + duration
         before: list[Any] = []
         interrupted = False
         try:
+            # Said once the triggers count: whoever waits for it may start what it wants counted.
+            click.echo(f"kpctl: counting {len(functions)} functions with {ENGINE} hist triggers; Ctrl-C ends", err=True)
             while until is None or time.monotonic() < until:
                 left = None if until is None else max(until - time.monotonic(), 0.0)
                 time.sleep(min(x for x in (interval, left, 3600.0) if x is not None))

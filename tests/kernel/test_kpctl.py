@@ -510,7 +510,8 @@ def test_a_glob_adds_the_probeable_matches_and_the_kernel_takes_every_one(backen
     result = CliRunner().invoke(cli, ["add", "--disabled", "--json", "vfs_*"])
     try:
         assert result.exit_code == 0, result.output
-        added = {row["name"] for row in json.loads(result.stdout)}
+        # Older clicks' CliRunner mixes stderr (what the glob left out) into stdout.
+        added = {row["name"] for row in json.loads(result.output[result.output.index("["):])}
         assert len(added) > 10 and {"vfs_read", "vfs_write"} <= added
         assert {i.name for i in backend.list_probes()} == added
     finally:
