@@ -22,6 +22,7 @@ from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
     from kpctl.backends.base import ProbeInfo
+    from kpctl.counting import Count, HitCounter
     from kpctl.hits import HitStream
     from kpctl.manager import ProbeManager
     from kpctl.tracefs import Tracefs
@@ -83,6 +84,16 @@ def watch_options(f: Callable[..., None]) -> Callable[..., None]:
     ]):
         command = option(command)
     return command
+
+
+def counting_options(f: F) -> F:
+    """-i and -d, shared by count, hist and stacks."""
+    for option in reversed([
+        click.option("--interval", "-i", type=click.FloatRange(0, min_open=True), help="Print the counts of each interval of SECS."),
+        click.option("--duration", "-d", type=click.FloatRange(0, min_open=True), help="Stop after SECS."),
+    ]):
+        f = option(f)
+    return f
 
 
 def open_tracefs() -> Tracefs:
@@ -433,8 +444,7 @@ def trace(
 @cli.command()
 @click.argument("patterns", nargs=-1, required=True)
 @click.option("--by", help="Split the counts by pid, comm, cpu, stack, or a fetch argument NAME=FETCH[:TYPE].")
-@click.option("--interval", "-i", type=click.FloatRange(0, min_open=True), help="Print the counts of each interval of SECS.")
-@click.option("--duration", "-d", type=click.FloatRange(0, min_open=True), help="Stop after SECS.")
+@counting_options
 @click.option("--top", type=click.IntRange(1), help="Only the N biggest counts.")
 @click.option("--max-probes", type=click.IntRange(1), default=1000, show_default=True,
               help="Most functions the PATTERNs may name.")
@@ -455,11 +465,9 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
       sudo kpctl count do_sys_openat2 --by stack --top 3 -d 10
     """
     import json
-    import time
 
-    from kpctl.counting import ENGINE, HitCounter, since
+    from kpctl.counting import ENGINE, HitCounter
     from kpctl.manager import expand_targets
-    from kpctl.signals import StopRequested, stop_on_sigterm
 
     tracefs = open_tracefs()
     functions, skipped = expand_targets(tracefs.symbols, list(patterns), max_probes)
@@ -467,7 +475,7 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
         click.echo(f"kpctl: the globs leave out {len(skipped)} functions (kpctl funcs tells why)", err=True)
     counter = HitCounter(tracefs, functions, by)
 
-    def show(counts: Sequence[Any], dropped: int) -> None:
+    def show(counts: Sequence[Count], dropped: int) -> None:
         rows = [{"function": c.function, **({"by": c.key} if by else {}), "hits": c.hits} for c in counts][:top]
         if as_json:
             click.echo(json.dumps({"engine": ENGINE, "by": by, "counts": rows, "dropped": dropped}))
@@ -476,13 +484,25 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
         if dropped:
             click.echo(f"kpctl: {dropped} hits dropped: the kernel's table was full", err=True)
 
+    run_counting(counter, len(functions), duration, interval, show)
+
+
+def run_counting(counter: HitCounter, how_many: int, duration: float | None, interval: float | None,
+                 show: Callable[[list[Count], int], None]) -> None:
+    """Count until duration, Ctrl-C or SIGTERM, showing each interval's counts, or the
+    whole's at the end."""
+    import time
+
+    from kpctl.counting import ENGINE, since
+    from kpctl.signals import StopRequested, stop_on_sigterm
+
     with stop_on_sigterm(), counter.counting():
         until = None if duration is None else time.monotonic() + duration
         before: list[Any] = []
         interrupted = False
         try:
             # Said once the triggers count: whoever waits for it may start what it wants counted.
-            click.echo(f"kpctl: counting {len(functions)} functions with {ENGINE} hist triggers; Ctrl-C ends", err=True)
+            click.echo(f"kpctl: counting {how_many} functions with {ENGINE} hist triggers; Ctrl-C ends", err=True)
             while until is None or time.monotonic() < until:
                 left = None if until is None else max(until - time.monotonic(), 0.0)
                 time.sleep(min(x for x in (interval, left, 3600.0) if x is not None))
@@ -497,6 +517,76 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
         elif interrupted:  # the interval Ctrl-C cut short
             now, dropped = counter.counts()
             show(since(now, before), dropped)
+
+
+@cli.command()
+@click.argument("target")
+@click.argument("fetcharg")
+@counting_options
+@json_option
+def hist(target: str, fetcharg: str, interval: float | None, duration: float | None, as_json: bool) -> None:
+    """A power-of-two histogram of FETCHARG at TARGET, kept in the kernel (bcc's argdist -H).
+
+    FETCHARG is NAME=FETCH[:TYPE], a number: an argument, or $retval (the return value,
+    through a return probe).
+
+    \b
+    Examples:
+      sudo kpctl hist vfs_read 'size=$arg3:u64' -d 10
+      sudo kpctl hist vfs_read 'ret=$retval:s64' -i 5
+    """
+    import json
+
+    from kpctl.counting import ENGINE, HitCounter, log2_buckets, render_log2
+
+    counter = HitCounter(open_tracefs(), [target], by=fetcharg, log2=True)
+    name = fetcharg.split("=", 1)[0]
+
+    def show(counts: Sequence[Count], dropped: int) -> None:
+        buckets = log2_buckets(counts)
+        if as_json:
+            click.echo(json.dumps({"engine": ENGINE, "target": target, "fetcharg": fetcharg, "dropped": dropped,
+                                   "buckets": [{"low": lo, "high": hi, "hits": n} for lo, hi, n in buckets]}))
+        else:
+            click.echo("\n".join(render_log2(buckets, name)))
+
+    run_counting(counter, 1, duration, interval, show)
+
+
+@cli.command()
+@click.argument("target")
+@counting_options
+@click.option("--top", type=click.IntRange(1), help="Only the N commonest stacks.")
+@click.option("--folded", is_flag=True, help="Print flame-graph input: frames root first, joined by ';', and the count.")
+@json_option
+def stacks(target: str, interval: float | None, duration: float | None, top: int | None, folded: bool,
+           as_json: bool) -> None:
+    """Kernel stacks that reached TARGET, counted in the kernel (bcc's stackcount).
+
+    \b
+    Examples:
+      sudo kpctl stacks do_sys_openat2 -d 5 --top 3
+      sudo kpctl stacks vfs_read -d 10 --folded > vfs_read.folded
+    """
+    import json
+
+    from kpctl.counting import ENGINE, HitCounter
+    from kpctl.counting import folded as folded_lines
+
+    counter = HitCounter(open_tracefs(), [target], by="stack")
+
+    def show(counts: Sequence[Count], dropped: int) -> None:
+        shown = list(counts)[:top]
+        if as_json:
+            click.echo(json.dumps({"engine": ENGINE, "target": target, "dropped": dropped,
+                                   "stacks": [{"frames": (c.key or "").split(";"), "hits": c.hits} for c in shown]}))
+        elif folded:
+            click.echo("\n".join(folded_lines(shown)))
+        else:
+            for c in shown:
+                click.echo("\n".join(f"  {frame}" for frame in (c.key or "").split(";")) + f"\n    {c.hits}\n")
+
+    run_counting(counter, 1, duration, interval, show)
 
 
 @cli.command()

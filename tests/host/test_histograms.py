@@ -1,7 +1,7 @@
 """Hist files as the kernel prints them (Documentation/trace/histogram.rst), parsed."""
 from __future__ import annotations
 
-from kpctl.counting import Count, event_name, since
+from kpctl.counting import Count, event_name, folded, log2_buckets, render_log2, since
 from kpctl.histograms import HistEntry, parse_hist, removal, trigger
 
 PER_PID = """\
@@ -66,3 +66,25 @@ def test_interval_counts_are_differences() -> None:
 
 def test_event_names_of_compiler_clones() -> None:
     assert event_name("foo.isra.0") == "foo_isra_0"
+
+
+def test_log2_buckets_span_the_range_with_empty_ones_between() -> None:
+    counts = [Count("vfs_read", "~ 2^12", 5), Count("vfs_read", "~ 2^10", 2), Count("vfs_read", "~ 2^0", 1)]
+    buckets = log2_buckets(counts)
+    assert buckets[0] == (0, 1, 1) and buckets[10] == (513, 1024, 2) and buckets[12] == (2049, 4096, 5)
+    assert len(buckets) == 13 and buckets[11] == (1025, 2048, 0)
+
+
+def test_a_histogram_renders_as_bcc_does() -> None:
+    lines = render_log2([(513, 1024, 2), (1025, 2048, 0), (2049, 4096, 4)], "size", width=4)
+    assert lines == [
+        "        size : hits     distribution",
+        " 513 -> 1024 : 2        |**  |",
+        "1025 -> 2048 : 0        |    |",
+        "2049 -> 4096 : 4        |****|",
+    ]
+
+
+def test_folded_stacks_go_root_first() -> None:
+    assert folded([Count("vfs_read", "vfs_read+0x5;ksys_read+0x6b;do_syscall_64+0x58", 3)]) == [
+        "do_syscall_64+0x58;ksys_read+0x6b;vfs_read+0x5 3"]

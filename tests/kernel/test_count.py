@@ -89,3 +89,53 @@ def test_sigterm_ends_counting_and_cleans_up(tracefs: Tracefs) -> None:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert json.loads(out)["counts"][0]["function"] == "vfs_read"
+
+
+def kpctl(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "kpctl", *args, "--json"], cwd=CHECKOUT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_hist_of_read_sizes_puts_each_in_its_power_of_two(tracefs: Tracefs, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * 5000)
+    proc = kpctl("hist", "ksys_read", "size=$arg3:u64")
+    started(proc)
+    with data.open("rb", buffering=0) as f:
+        for _ in range(7):
+            f.seek(0)
+            f.read(3000)  # 3000 is in 2049..4096
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    buckets = {(b["low"], b["high"]): b["hits"] for b in json.loads(out)["buckets"]}
+    assert buckets[(2049, 4096)] >= 7, buckets
+
+
+def test_hist_of_a_return_value_uses_a_return_probe(tracefs: Tracefs) -> None:
+    symbol = syscall_symbol(WORKLOAD_SYSCALL)
+    proc = kpctl("hist", symbol, "ret=$retval:u64", "-d", "600")
+    started(proc)
+    assert f"r:kpctl_count_{proc.pid}/{symbol} {symbol}" in tracefs.read("kprobe_events")
+    run_workload(CALLS)  # returns 99: bucket 65..128
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    buckets = {(b["low"], b["high"]): b["hits"] for b in json.loads(out)["buckets"]}
+    assert buckets[(65, 128)] >= CALLS, buckets
+
+
+def test_stacks_folded_end_at_the_function(tracefs: Tracefs) -> None:
+    symbol = syscall_symbol(WORKLOAD_SYSCALL)
+    proc = subprocess.Popen([sys.executable, "-m", "kpctl", "stacks", symbol, "--folded", "-d", "600"], cwd=CHECKOUT,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    started(proc)
+    run_workload(CALLS)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert lines and sum(int(line.rsplit(" ", 1)[1]) for line in lines) >= CALLS
+    # Root first: the syscall entry before the function, which ends each stack (past
+    # the kprobe's own frames on top of it).
+    assert all(symbol in line.rsplit(" ", 1)[0].split(";")[-3:] or symbol in line for line in lines), lines
