@@ -22,7 +22,7 @@ from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
     from kpctl.backends.base import ProbeInfo
-    from kpctl.counting import Count, HitCounter
+    from kpctl.counting import Count, HitCounter, LatencyTimer
     from kpctl.hits import HitStream
     from kpctl.manager import ProbeManager
     from kpctl.tracefs import Tracefs
@@ -487,7 +487,7 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
     run_counting(counter, len(functions), duration, interval, show)
 
 
-def run_counting(counter: HitCounter, how_many: int, duration: float | None, interval: float | None,
+def run_counting(counter: HitCounter | LatencyTimer, how_many: int, duration: float | None, interval: float | None,
                  show: Callable[[list[Count], int], None]) -> None:
     """Count until duration, Ctrl-C or SIGTERM, showing each interval's counts, or the
     whole's at the end."""
@@ -551,6 +551,48 @@ def hist(target: str, fetcharg: str, interval: float | None, duration: float | N
             click.echo("\n".join(render_log2(buckets, name)))
 
     run_counting(counter, 1, duration, interval, show)
+
+
+@cli.command()
+@click.argument("functions", nargs=-1, required=True)
+@counting_options
+@click.option("--micros", "-u", is_flag=True, help="Microseconds instead of nanoseconds.")
+@click.option("--per-function", "-F", is_flag=True, help="A histogram per function instead of one for all.")
+@json_option
+def latency(functions: tuple[str, ...], interval: float | None, duration: float | None, micros: bool,
+            per_function: bool, as_json: bool) -> None:
+    """Time from entry to return of FUNCTIONS, a power-of-two histogram kept in the kernel
+    (bcc's funclatency).
+
+    A thread's entry time is kept by a hist trigger and taken up by its return: a
+    recursive call's outer return is timed from the inner entry.
+
+    \b
+    Examples:
+      sudo kpctl latency vfs_read -d 10
+      sudo kpctl latency -u -F vfs_read vfs_write -i 5
+    """
+    import json
+
+    from kpctl.counting import ENGINE, LatencyTimer, log2_buckets, render_log2
+
+    timer = LatencyTimer(open_tracefs(), functions, micros=micros)
+    unit = "usecs" if micros else "nsecs"
+    groups = sorted(set(functions)) if per_function else [None]
+
+    def show(counts: Sequence[Count], dropped: int) -> None:
+        for function in groups:
+            buckets = log2_buckets([c for c in counts if function is None or c.function == function])
+            if as_json:
+                click.echo(json.dumps({"engine": ENGINE, "function": function or list(functions), "unit": unit,
+                                       "dropped": dropped, "buckets": [{"low": lo, "high": hi, "calls": n}
+                                                                       for lo, hi, n in buckets]}))
+                continue
+            if function is not None:
+                click.echo(f"function = {function}")
+            click.echo("\n".join(render_log2(buckets, unit)))
+
+    run_counting(timer, len(functions), duration, interval, show)
 
 
 @cli.command()

@@ -141,3 +141,19 @@ def test_stacks_folded_end_at_the_function(tracefs: Tracefs) -> None:
     for line in lines:
         frames = [f.split("+", 1)[0] for f in line.rsplit(" ", 1)[0].split(";")]
         assert symbol in frames, lines
+
+
+@pytest.mark.parametrize(("unit", "bucket"), [([], (8388609, 16777216)), (["-u"], (8193, 16384))], ids=["ns", "us"])
+def test_latency_of_a_10_ms_sleep_lands_in_its_bucket(tracefs: Tracefs, unit: list[str], bucket: tuple[int, int]) -> None:
+    symbol = syscall_symbol("clock_nanosleep")  # what time.sleep() calls
+    proc = kpctl("latency", symbol, *unit, "-d", "600")
+    started(proc)
+    for _ in range(5):
+        time.sleep(0.010)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    [table] = [json.loads(line) for line in out.splitlines()]
+    buckets = {(b["low"], b["high"]): b["calls"] for b in table["buckets"]}
+    assert buckets.get(bucket, 0) >= 5, buckets
+    assert "kpctl_lat_" not in tracefs.read("synthetic_events"), "latency left its synthetic event behind"
