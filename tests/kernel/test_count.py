@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +22,16 @@ CALLS = 50
 
 
 @pytest.fixture
-def tracefs() -> Tracefs:
+def tracefs() -> Iterator[Tracefs]:
     tracefs = Tracefs(find_tracefs())
     require(os.geteuid() == 0 and tracefs.path("kprobe_events").exists(), "needs root and kprobe_events")
     require("hist:" in tracefs.readme, "needs hist triggers (CONFIG_HIST_TRIGGERS)")
     yield tracefs
-    assert "kpctl_count_" not in tracefs.read("kprobe_events"), "count left a probe behind"
-    assert not [d for d in tracefs.path("instances").iterdir() if d.name.startswith("kpctl_count_")], \
-        "count left its instance behind"
+    for prefix in ("kpctl_count_", "kpctl_lat_"):
+        assert prefix not in tracefs.read("kprobe_events"), "counting left a probe behind"
+        assert not [d for d in tracefs.path("instances").iterdir() if d.name.startswith(prefix)], \
+            "counting left its instance behind"
+    assert "kpctl_" not in tracefs.read("synthetic_events"), "latency left its synthetic event behind"
 
 
 def count(*args: str) -> subprocess.Popen[str]:
@@ -156,4 +159,3 @@ def test_latency_of_a_10_ms_sleep_lands_in_its_bucket(tracefs: Tracefs, unit: li
     [table] = [json.loads(line) for line in out.splitlines()]
     buckets = {(b["low"], b["high"]): b["calls"] for b in table["buckets"]}
     assert buckets.get(bucket, 0) >= 5, buckets
-    assert "kpctl_lat_" not in tracefs.read("synthetic_events"), "latency left its synthetic event behind"
