@@ -60,7 +60,7 @@ def test_count_by_pid_is_exact_for_this_process(tracefs: Tracefs) -> None:
 
 
 def test_count_of_a_glob_with_a_duration_totals_per_function(tracefs: Tracefs) -> None:
-    proc = count(syscall_symbol("sched_get_priority_m*"), "-d", "5")
+    proc = count(syscall_symbol("sched_get_priority_m*"), "-d", "3")
     started(proc)
     run_workload(CALLS)
     out, err = proc.communicate(timeout=120)
@@ -71,16 +71,16 @@ def test_count_of_a_glob_with_a_duration_totals_per_function(tracefs: Tracefs) -
 
 
 def test_count_by_stack_names_the_syscall_path(tracefs: Tracefs) -> None:
-    proc = count(syscall_symbol(WORKLOAD_SYSCALL), "--by", "stack", "-i", "1", "-d", "4")
+    proc = count(syscall_symbol(WORKLOAD_SYSCALL), "--by", "stack", "-i", "1", "-d", "3")
     started(proc)
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 2
     while time.monotonic() < deadline:
         run_workload(5)
         time.sleep(0.1)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     tables = [json.loads(line) for line in out.splitlines()]
-    assert len(tables) >= 3  # one per interval
+    assert len(tables) >= 2  # one per interval
     stacks = [row["by"] for t in tables for row in t["counts"]]
     assert stacks and any("do_syscall_64" in s or "el0_svc" in s for s in stacks), stacks
 
