@@ -216,10 +216,10 @@ def test_filter_keeps_only_matching_hits(backend: TracefsBackend, tracefs: Trace
 
 
 def test_bad_filter_is_refused_with_kernel_reason_and_nothing_added(backend: TracefsBackend, tracefs: Tracefs) -> None:
-    from kpctl.errors import ProbeSyntaxError
+    from kpctl.errors import KernelRejectedError
 
     assert not tracefs.path("instances/kpctl").exists()
-    with pytest.raises(ProbeSyntaxError) as e:
+    with pytest.raises(KernelRejectedError) as e:
         backend.add([probe("vfs_read")], event_filter="no_such_field == 1")
     assert e.value.message == "kernel rejected filter: Field not found"
     assert backend.list_probes() == []
