@@ -119,9 +119,12 @@ def test_hist_of_a_return_value_uses_a_return_probe(tracefs: Tracefs) -> None:
     symbol = syscall_symbol(WORKLOAD_SYSCALL)
     proc = kpctl("hist", symbol, "ret=$retval:u64", "-d", "600")
     started(proc)
-    assert f"r:kpctl_count_{proc.pid}/{symbol} {symbol}" in tracefs.read("kprobe_events")
-    run_workload(CALLS)  # returns 99: bucket 65..128
-    proc.send_signal(signal.SIGTERM)
+    try:
+        [line] = [line for line in tracefs.read("kprobe_events").splitlines() if f"kpctl_count_{proc.pid}/" in line]
+        assert line.startswith("r") and f" {symbol} ret=$retval:u64" in line, line
+        run_workload(CALLS)  # returns 99: bucket 65..128
+    finally:
+        proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     buckets = {(b["low"], b["high"]): b["hits"] for b in json.loads(out)["buckets"]}
@@ -151,11 +154,12 @@ def test_latency_of_a_10_ms_sleep_lands_in_its_bucket(tracefs: Tracefs, unit: li
     symbol = syscall_symbol("clock_nanosleep")  # what time.sleep() calls
     proc = kpctl("latency", symbol, *unit, "-d", "600")
     started(proc)
-    for _ in range(5):
+    for _ in range(8):
         time.sleep(0.010)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     [table] = [json.loads(line) for line in out.splitlines()]
     buckets = {(b["low"], b["high"]): b["calls"] for b in table["buckets"]}
-    assert buckets.get(bucket, 0) >= 5, buckets
+    # Most of the sleeps there (other tasks sleep too, for other times).
+    assert buckets.get(bucket, 0) >= 6, buckets
