@@ -62,7 +62,8 @@ def parse_hist(text: str) -> tuple[list[HistEntry], int]:
     for m in _ENTRY.finditer(text):
         field = _FIELD.match(m["key"].strip())
         value = field["value"] if field else m["key"].strip()
-        if field and field["name"] == "stacktrace":
+        # "common_stacktrace" on newer kernels (seen on 6.12), "stacktrace" on 6.1.
+        if field and field["name"] in ("stacktrace", "common_stacktrace"):
             value = ";".join(frame.split("/", 1)[0] for frame in value.split())
         elif pid := _PID.match(value):
             value = f"{pid['comm']} {pid['pid']}"

@@ -88,3 +88,8 @@ def test_a_histogram_renders_as_bcc_does() -> None:
 def test_folded_stacks_go_root_first() -> None:
     assert folded([Count("vfs_read", "vfs_read+0x5;ksys_read+0x6b;do_syscall_64+0x58", 3)]) == [
         "do_syscall_64+0x58;ksys_read+0x6b;vfs_read+0x5 3"]
+
+
+def test_a_stack_key_is_recognised_by_its_newer_name_too() -> None:
+    text = STACKS.replace("{ stacktrace:", "{ common_stacktrace:")
+    assert parse_hist(text)[0][0].key.startswith("kprobe_dispatcher+0x3a;vfs_read+0x5")
