@@ -10,6 +10,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
@@ -301,15 +302,38 @@ def disable(names: tuple[str, ...], group: str, as_json: bool) -> None:
 @cli.command()
 @group_option
 @json_option
-def stats(group: str, as_json: bool) -> None:
-    """Hits and misses per probe, from kprobe_profile.
+@click.option("--format", "output", type=click.Choice(["table", "json", "prometheus"]), default="table",
+              show_default=True, help="How to print (--json is --format json).")
+@click.option("--textfile", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Write the Prometheus text to this file at once (node_exporter's textfile collector).")
+def stats(group: str, as_json: bool, output: str, textfile: Path | None) -> None:
+    """Hits and misses per probe, from the kernel's counts (kprobe_profile, the module).
 
     \b
-    Example:
+    Examples:
       kpctl stats
+      kpctl stats --format prometheus
+      kpctl stats --textfile /var/lib/node_exporter/textfile/kpctl.prom
     """
-    rows = [{"name": s.name, "backend": s.backend, "hits": s.hits, "misses": s.misses} for s in open_probes(group).stats()]
-    if as_json:
+    found = open_probes(group).stats()
+    if textfile is not None or output == "prometheus":
+        from kpctl.metrics import Metric, exposition, write_textfile
+
+        def samples(field: str) -> list[tuple[dict[str, str], float]]:
+            return [({"group": group, "probe": s.name, "backend": s.backend}, getattr(s, field)) for s in found]
+
+        text = exposition([
+            Metric("kpctl_probe_hits_total", "counter", "Hits of a kpctl probe since it was added.", samples("hits")),
+            Metric("kpctl_probe_misses_total", "counter",
+                   "Hits a kpctl probe could not record (return probe instances short, reentrancy).", samples("misses")),
+        ])
+        if textfile is not None:
+            write_textfile(textfile, text)
+        else:
+            click.echo(text, nl=False)
+        return
+    rows = [{"name": s.name, "backend": s.backend, "hits": s.hits, "misses": s.misses} for s in found]
+    if as_json or output == "json":
         print_json(rows)
     else:
         print_table(rows, ["name", "backend", "hits", "misses"])

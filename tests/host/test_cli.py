@@ -408,3 +408,34 @@ def test_a_glob_may_not_make_more_than_max_probes(fake: FakeTracefs) -> None:
     assert run("add", "vfs_*", "--max-probes", "1") == (
         2, "Error: 2 probes asked for, more than --max-probes 1\nnarrow the glob, or raise --max-probes\n")
     assert fake.read("kprobe_events") == EVENTS
+
+
+def test_stats_in_the_prometheus_format_parse_with_prometheus_client(fake: FakeTracefs) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    code, out = run("stats", "--format", "prometheus")
+    assert code == 0
+    families = {f.name: f for f in text_string_to_metric_families(out)}
+    hits = {s.labels["probe"]: s.value for s in families["kpctl_probe_hits"].samples}
+    assert hits == {"open": 12, "open_ret": 11}  # not the other group's probe
+    assert families["kpctl_probe_hits"].type == "counter"
+    [sample] = [s for s in families["kpctl_probe_misses"].samples if s.labels["probe"] == "open_ret"]
+    assert sample.labels == {"group": "kpctl", "probe": "open_ret", "backend": "tracefs"} and sample.value == 1
+
+
+def test_stats_textfile_is_replaced_whole(fake: FakeTracefs, tmp_path: Path) -> None:
+    target = tmp_path / "kpctl.prom"
+    target.write_text("old\n")
+    assert run("stats", "--textfile", str(target)) == (0, "")
+    assert target.read_text().startswith("# HELP kpctl_probe_hits_total ")
+    assert [p.name for p in tmp_path.iterdir() if "kpctl.prom" in p.name] == ["kpctl.prom"]  # no temporary file left
+
+
+def test_a_label_value_is_escaped() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from kpctl.metrics import Metric, exposition
+
+    text = exposition([Metric("m", "gauge", "a\nb", [({"probe": 'a"b\\c\nd'}, 1.5)])])
+    [family] = text_string_to_metric_families(text)
+    assert family.samples[0].labels == {"probe": 'a"b\\c\nd'} and family.samples[0].value == 1.5

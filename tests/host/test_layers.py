@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "kpctl"
 # needs a place here.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("kpctl", "kpctl.inspect", "kpctl.errors", "kpctl.features", "kpctl.signals"),  # packages: docstrings only
-    ("kpctl.model", "kpctl.symbols", "kpctl.histograms"),
+    ("kpctl.model", "kpctl.symbols", "kpctl.histograms", "kpctl.metrics"),
     ("kpctl.hits", "kpctl.tracefs"),
     ("kpctl.watch", "kpctl.kmod", "kpctl.kmod.*", "kpctl.inspect.kcore", "kpctl.inspect.disasm", "kpctl.inspect.report"),
     ("kpctl.backends", "kpctl.backends.*"),
