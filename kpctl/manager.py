@@ -19,6 +19,7 @@ from kpctl.tracefs import KPCTL_INSTANCE, Tracefs
 
 if TYPE_CHECKING:
     from kpctl.hits import ProbeNamer
+    from kpctl.owners import Owners
     from kpctl.symbols import KernelSymbols
     from kpctl.watch import HitSource
 
@@ -216,19 +217,28 @@ class ProbeOwner(Protocol):
 
 @contextmanager
 def short_lived(owner: ProbeOwner, probes: Sequence[Probe], event_filter: str | None = None,
-                enable: bool = True) -> Iterator[float]:
+                enable: bool = True, records: tuple[Owners, str] | None = None) -> Iterator[float]:
     """probes (enabled unless told not) for the block only: removed however it ends
     (return, exception, Ctrl-C, or SIGTERM, raised as StopRequested in the block). Yields
     the time they were added. add() undoes itself when interrupted; the removal runs
-    with signals held."""
+    with signals held. With records (a store and the command's name), each probe's owner
+    is recorded before it exists, for `kpctl gc` should this process be killed."""
     names = [p.event for p in probes if p.event]
     with stop_on_sigterm():
-        owner.add(probes, enable=enable, event_filter=event_filter)
+        if records is not None:
+            for probe in probes:
+                records[0].claim(probe.group or "", probe.event or "", records[1])
         try:
-            yield time.monotonic()
+            owner.add(probes, enable=enable, event_filter=event_filter)
+            try:
+                yield time.monotonic()
+            finally:
+                with signals_ignored():
+                    owner.remove(names)
         finally:
-            with signals_ignored():
-                owner.remove(names)
+            if records is not None:
+                for probe in probes:
+                    records[0].release(probe.group or "", probe.event or "")
 
 
 def expand_targets(symbols: KernelSymbols, targets: Sequence[str], limit: int) -> tuple[list[str], dict[str, str]]:

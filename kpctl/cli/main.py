@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from kpctl.counting import Count, HitCounter, LatencyTimer
     from kpctl.hits import HitStream
     from kpctl.manager import ProbeManager
+    from kpctl.owners import Owners
     from kpctl.tracefs import Tracefs
     from kpctl.watch import HitSource
 
@@ -122,8 +123,9 @@ def say_each(done: str, group: str, names: Sequence[str], as_json: bool) -> None
         click.echo(f"{done} {group}/{name}")
 
 
-def probe_row(info: ProbeInfo) -> dict[str, Any]:
+def probe_row(info: ProbeInfo, owners: Owners | None = None) -> dict[str, Any]:
     probe = info.probe
+    owner = owners.owner(probe.group or "", info.name) if owners is not None else None
     return {
         "name": info.name,
         "group": probe.group,
@@ -135,6 +137,7 @@ def probe_row(info: ProbeInfo) -> dict[str, Any]:
         "enabled": info.enabled,
         "filter": info.filter or "",
         "kprobe": ",".join(info.kprobe_flags),
+        "owner": str(owner) if owner is not None else "",
         "definition": str(probe),
     }
 
@@ -227,11 +230,13 @@ def list_probes(group: str, as_json: bool) -> None:
     Example:
       kpctl list --json
     """
-    rows = [probe_row(i) for i in open_probes(group).list_probes()]
+    from kpctl.owners import Owners
+
+    rows = [probe_row(i, Owners()) for i in open_probes(group).list_probes()]
     if as_json:
         print_json(rows)
     elif rows:
-        print_table(rows, ["name", "backend", "kind", "target", "args", "enabled", "filter", "kprobe"])
+        print_table(rows, ["name", "backend", "kind", "target", "args", "enabled", "filter", "kprobe", "owner"])
     else:
         click.echo(f"no probes in group {group}", err=True)
 
@@ -454,12 +459,14 @@ def trace(
     """
     from kpctl.manager import short_lived
     from kpctl.model import probes_from_targets
+    from kpctl.owners import Owners
     from kpctl.signals import StopRequested
 
     manager = open_probes(group)
+    collect_garbage(manager.tracefs)
     probes = probes_from_targets(target, fetchargs, ret, maxactive, name, group)
     try:
-        with short_lived(manager, probes, event_filter=filter_text):
+        with short_lived(manager, probes, event_filter=filter_text, records=(Owners(), "trace")):
             run_watch(manager, [p.event for p in probes if p.event], watching)
     except StopRequested:
         pass  # SIGTERM while adding: the probes are gone
@@ -520,6 +527,7 @@ def run_counting(counter: HitCounter | LatencyTimer, how_many: int, duration: fl
     from kpctl.counting import ENGINE, since
     from kpctl.signals import StopRequested, stop_on_sigterm
 
+    collect_garbage(counter.tables.tracefs)
     with stop_on_sigterm(), counter.counting():
         until = None if duration is None else time.monotonic() + duration
         before: list[Any] = []
@@ -655,6 +663,37 @@ def stacks(target: str, interval: float | None, duration: float | None, top: int
     run_counting(counter, 1, duration, interval, show)
 
 
+def collect_garbage(tracefs: Tracefs, verbose: bool = False) -> list[str]:
+    """What dead kpctl processes left, removed; said on stderr."""
+    from kpctl.gc import collect
+    from kpctl.owners import Owners
+
+    removed = collect(tracefs, Owners())
+    for line in removed:
+        click.echo(f"kpctl: removed {line}, left by a kpctl process that is gone", err=True)
+    return removed
+
+
+@cli.command()
+@json_option
+def gc(as_json: bool) -> None:
+    """Remove what kpctl processes that are gone left behind (a SIGKILLed trace or count).
+
+    Only kpctl's own: probes whose recorded owner is dead, and the groups, instances and
+    synthetic events counting and inspect --arm name after their pid. Commands that make
+    short-lived probes run it first.
+
+    \b
+    Example:
+      sudo kpctl gc
+    """
+    removed = collect_garbage(open_tracefs())
+    if as_json:
+        print_json({"removed": removed})
+    elif not removed:
+        click.echo("nothing to remove", err=True)
+
+
 @cli.command()
 @click.argument("pattern", default="*")
 @json_option
@@ -743,6 +782,8 @@ def inspect(target: str, arm: bool, instructions: int, wait: float, group: str, 
     report = inspector.inspect(target, instructions)
     if arm:
         from kpctl.signals import StopRequested
+
+        collect_garbage(manager.tracefs)
 
         try:
             report = Arming(inspector).arm(report, wait=wait, instructions=instructions)

@@ -110,7 +110,7 @@ def test_list_shows_only_kpctl_group_with_state_and_backend(fake: Tracefs) -> No
 
 def test_list_table_has_a_column_per_field(fake: Tracefs) -> None:
     code, out = run("list")
-    assert out.splitlines()[0].split() == ["NAME", "BACKEND", "KIND", "TARGET", "ARGS", "ENABLED", "FILTER", "KPROBE"]
+    assert out.splitlines()[0].split() == ["NAME", "BACKEND", "KIND", "TARGET", "ARGS", "ENABLED", "FILTER", "KPROBE", "OWNER"]
 
 
 def test_stats_pairs_profile_lines_with_kpctl_probes(fake: Tracefs) -> None:
@@ -439,3 +439,54 @@ def test_a_label_value_is_escaped() -> None:
     text = exposition([Metric("m", "gauge", "a\nb", [({"probe": 'a"b\\c\nd'}, 1.5)])])
     [family] = text_string_to_metric_families(text)
     assert family.samples[0].labels == {"probe": 'a"b\\c\nd'} and family.samples[0].value == 1.5
+
+
+def _stat(pid: int, start: int) -> str:
+    # /proc/PID/stat: a command name with a space and a parenthesis, then fields 3..
+    return f"{pid} (py (x) 1) S " + " ".join(["0"] * 18) + f" {start} 0 0\n"
+
+
+def test_gc_removes_what_dead_kpctl_processes_left_and_nothing_else(
+    fake: FakeTracefs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kpctl import owners as owners_module
+
+    (fake.proc / "4242").mkdir()  # alive, and its start time is 77
+    (fake.proc / "4242" / "stat").write_text(_stat(4242, 77))
+    for group, event in (("kpctl_count_999999", "vfs_read"), ("kpctl_count_4242", "vfs_read")):
+        fake.append_command("kprobe_events", f"p:{group}/{event} vfs_read")
+        (fake.path(f"instances/{group}")).mkdir()
+    (fake.path("synthetic_events")).write_text("kpctl_lat_999999_0 u64 lat\n")
+    fake.append_command("kprobe_events", "p:kpctl/traced vfs_write")
+    records = tmp_path / "owners"
+    (records / "kpctl").mkdir(parents=True)
+    (records / "kpctl" / "traced").write_text(json.dumps({"what": "trace", "pid": 4242, "start": 76}))  # pid reused
+    (records / "kpctl" / "open").write_text(json.dumps({"what": "trace", "pid": 4242, "start": 77}))  # alive
+    monkeypatch.setattr(owners_module, "STATE", records)
+    monkeypatch.setattr(owners_module.Owners.__init__, "__defaults__", (records, fake.proc))
+    fake.commands = []
+
+    code, out = run("gc", "--json")
+    assert code == 0
+    assert json.loads(out[out.index("{"):]) == {"removed": [
+        "instance kpctl_count_999999", "synthetic event kpctl_lat_999999_0",
+        "probe kpctl_count_999999/vfs_read", "probe kpctl/traced",
+    ]}
+    assert "!kpctl_lat_999999_0 u64 lat" in fake.commands
+    events = fake.read("kprobe_events")
+    assert "kpctl_count_4242/vfs_read" in events and "kpctl/open " in events and "other/keep" in events
+    assert "kpctl/traced" not in events and "kpctl_count_999999" not in events
+    assert fake.path("instances/kpctl_count_4242").exists()
+    assert [p.name for p in (records / "kpctl").iterdir()] == ["open"]
+
+
+def test_list_names_the_owner_of_a_traced_probe(fake: FakeTracefs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kpctl import owners as owners_module
+
+    (fake.proc / "4242").mkdir()
+    (fake.proc / "4242" / "stat").write_text(_stat(4242, 77))
+    (tmp_path / "owners" / "kpctl").mkdir(parents=True)
+    (tmp_path / "owners" / "kpctl" / "open").write_text(json.dumps({"what": "trace", "pid": 4242, "start": 77}))
+    monkeypatch.setattr(owners_module.Owners.__init__, "__defaults__", (tmp_path / "owners", fake.proc))
+    rows = {r["name"]: r["owner"] for r in json.loads(run("list", "--json")[1])}
+    assert rows == {"open": "trace (pid 4242)", "open_ret": ""}

@@ -14,13 +14,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "kpctl"
 # needs a place here.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("kpctl", "kpctl.inspect", "kpctl.errors", "kpctl.features", "kpctl.signals"),  # packages: docstrings only
-    ("kpctl.model", "kpctl.symbols", "kpctl.histograms", "kpctl.metrics"),
+    ("kpctl.model", "kpctl.symbols", "kpctl.histograms", "kpctl.metrics", "kpctl.owners"),
     ("kpctl.hits", "kpctl.tracefs"),
     ("kpctl.watch", "kpctl.kmod", "kpctl.kmod.*", "kpctl.inspect.kcore", "kpctl.inspect.disasm", "kpctl.inspect.report"),
     ("kpctl.backends", "kpctl.backends.*"),
     ("kpctl.registry",),
     ("kpctl.manager",),
-    ("kpctl.doctor", "kpctl.counting", "kpctl.inspect.*"),
+    ("kpctl.doctor", "kpctl.counting", "kpctl.gc", "kpctl.inspect.*"),
     ("kpctl.cli", "kpctl.cli.*", "kpctl.__main__"),
 )
 

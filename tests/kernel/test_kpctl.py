@@ -516,3 +516,27 @@ def test_a_glob_adds_the_probeable_matches_and_the_kernel_takes_every_one(backen
         assert {i.name for i in backend.list_probes()} == added
     finally:
         backend.remove_all()
+
+
+def test_gc_removes_what_sigkilled_kpctls_left(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    """A SIGKILLed trace leaves its probe, a SIGKILLed count its group, triggers and
+    instance: gc removes exactly those, and list named the trace as the owner before."""
+    trace = _trace_process("vfs_read", "--name", "kt_killed")
+    _wait_until_watching(trace)
+    [row] = [r for r in json.loads(CliRunner().invoke(cli, ["list", "--json"]).stdout) if r["name"] == "kt_killed"]
+    assert row["owner"] == f"trace (pid {trace.pid})"
+    count = subprocess.Popen([sys.executable, "-m", "kpctl", "count", "vfs_read", "vfs_write"], cwd=CHECKOUT,
+                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert count.stderr is not None and "Ctrl-C ends" in count.stderr.readline()
+    for proc in (trace, count):
+        proc.kill()
+        proc.communicate(timeout=60)
+    assert "kt_killed" in tracefs.read("kprobe_events") and f"kpctl_count_{count.pid}/" in tracefs.read("kprobe_events")
+    result = CliRunner().invoke(cli, ["gc", "--json"])
+    assert result.exit_code == 0, result.output
+    removed = json.loads(result.output[result.output.index("{"):])["removed"]
+    assert f"instance kpctl_count_{count.pid}" in removed and "probe kpctl/kt_killed" in removed
+    assert sorted(r for r in removed if r.startswith("probe kpctl_count_")) == [
+        f"probe kpctl_count_{count.pid}/vfs_read", f"probe kpctl_count_{count.pid}/vfs_write"]
+    assert OTHER_PROBE in tracefs.read("kprobe_events").splitlines()
+    assert "kpctl_count_" not in tracefs.read("kprobe_events") and "kt_killed" not in tracefs.read("kprobe_events")

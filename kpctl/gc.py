@@ -1,0 +1,65 @@
+"""`kpctl gc`: remove what kpctl made for a process that is gone, and nothing else.
+
+A process killed with SIGKILL runs no cleanup. What it leaves is known by name or by
+record: the groups and instances of counting commands carry their pid
+(kpctl_count_PID, kpctl_lat_PID, with synthetic events kpctl_lat_PID_N), inspect --arm's
+events and instance too (kpctl_inspect/pPID, kpctl_inspect_pPID); `kpctl trace`'s probes
+are in the user's group and have an owner record (owners.py). Other tools' probes and
+groups are never looked at twice.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from kpctl.backends.tracefs import TracefsBackend
+from kpctl.inspect.target import INSPECT_GROUP
+from kpctl.owners import Owners
+from kpctl.tracefs import Tracefs
+
+_SESSION = re.compile(r"kpctl_(?:count|lat)_(\d+)\Z")
+_INSPECT_EVENT = re.compile(r"p(\d+)(?:_ret)?\Z")
+_INSPECT_INSTANCE = re.compile(rf"{INSPECT_GROUP}_p(\d+)\Z")
+
+
+def _gone(pid: str, proc: Path) -> bool:
+    return not (proc / pid).exists()
+
+
+def collect(tracefs: Tracefs, owners: Owners) -> list[str]:
+    """Remove what dead kpctl processes left; what was removed, one line each."""
+    removed: list[str] = []
+    proc = tracefs.proc
+    with tracefs.changing():
+        # Instances first: removing one clears its triggers, which hold events and
+        # synthetic events in use (EBUSY).
+        for path in sorted(tracefs.path("instances").glob("kpctl*")):
+            m = _SESSION.match(path.name) or _INSPECT_INSTANCE.match(path.name)
+            if m and _gone(m.group(1), proc):
+                tracefs.remove_instance(f"instances/{path.name}")
+                removed.append(f"instance {path.name}")
+        try:
+            synthetic = tracefs.read("synthetic_events").splitlines()
+        except OSError:
+            synthetic = []  # no hist triggers in this kernel: nothing of the kind was made
+        for line in synthetic:
+            name = line.split(" ", 1)[0]
+            m = re.match(r"kpctl_lat_(\d+)_\d+\Z", name)
+            if m and _gone(m.group(1), proc):
+                tracefs.append_command("synthetic_events", f"!{line}")
+                removed.append(f"synthetic event {name}")
+        dead: dict[str, list[str]] = {}
+        for probe in tracefs.defined_probes():
+            group, event = probe.group or "", probe.event or ""
+            m = _SESSION.match(group) or (_INSPECT_EVENT.match(event) if group == INSPECT_GROUP else None)
+            if m and _gone(m.group(1), proc):
+                dead.setdefault(group, []).append(event)
+        defined = {(p.group, p.event) for p in tracefs.defined_probes()}
+        for group, event, owner in owners.orphans():
+            if (group, event) in defined and event not in dead.get(group, []):
+                dead.setdefault(group, []).append(event)
+            owners.release(group, event)
+        for group, events in dead.items():
+            TracefsBackend(tracefs, group=group).remove(events)
+            removed.extend(f"probe {group}/{event}" for event in events)
+    return removed

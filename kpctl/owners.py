@@ -1,0 +1,78 @@
+"""Who made each of kpctl's short-lived probes, so that `kpctl gc` can remove those whose
+maker is gone (a `kpctl trace` killed with SIGKILL runs no cleanup).
+
+One small file per probe under /run/kpctl/owners/GROUP/EVENT (a tmpfs: a reboot, which
+takes the probes, takes the records too): the process's pid and its start time, which
+tells a living owner from a new process that got the same pid.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE = Path("/run/kpctl/owners")
+
+
+def start_time(pid: int, proc: Path = Path("/proc")) -> int | None:
+    """When the process started (/proc/PID/stat field 22, clock ticks since boot); None
+    when there is no such process."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+@dataclass(frozen=True)
+class Owner:
+    what: str  # the command that made the probe: trace, ...
+    pid: int
+    start: int | None
+
+    def alive(self, proc: Path = Path("/proc")) -> bool:
+        return start_time(self.pid, proc) == self.start
+
+    def __str__(self) -> str:
+        return f"{self.what} (pid {self.pid})"
+
+
+class Owners:
+    """The records, one file per probe."""
+
+    def __init__(self, root: Path = STATE, proc: Path = Path("/proc")) -> None:
+        self.root = root
+        self.proc = proc
+
+    def _file(self, group: str, event: str) -> Path:
+        return self.root / group / event
+
+    def claim(self, group: str, event: str, what: str) -> None:
+        """This process owns group/event from now on."""
+        path = self._file(group, event)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pid = os.getpid()
+        path.write_text(json.dumps({"what": what, "pid": pid, "start": start_time(pid, self.proc)}))
+
+    def release(self, group: str, event: str) -> None:
+        self._file(group, event).unlink(missing_ok=True)
+
+    def owner(self, group: str, event: str) -> Owner | None:
+        try:
+            record = json.loads(self._file(group, event).read_text())
+        except (OSError, ValueError):
+            return None
+        return Owner(record["what"], record["pid"], record["start"])
+
+    def orphans(self) -> list[tuple[str, str, Owner]]:
+        """(group, event, owner) of every record whose owner is gone."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for path in sorted(self.root.glob("*/*")):
+            owner = self.owner(path.parent.name, path.name)
+            if owner is not None and not owner.alive(self.proc):
+                found.append((path.parent.name, path.name, owner))
+        return found
