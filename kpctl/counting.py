@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -20,6 +20,7 @@ from kpctl.backends.tracefs import TracefsBackend
 from kpctl.errors import KpctlError, UsageError
 from kpctl.histograms import BY_KEYS, TOTAL_KEY, HistEntry, parse_hist, removal, trigger
 from kpctl.manager import short_lived
+from kpctl.metrics import Metric
 from kpctl.model import FetchArg, Probe, ReturnValue, parse_fetch_arg, parse_target
 from kpctl.signals import signals_ignored
 from kpctl.tracefs import Tracefs
@@ -228,3 +229,26 @@ def render_log2(buckets: Sequence[tuple[int, int, int]], label: str, width: int 
         bar = "*" * (round(width * hits / most) if most else 0)
         lines.append(f"{low:>{span}} -> {high:<{span}} : {hits:<8} |{bar:<{width}}|")
     return lines
+
+
+def count_metric(counts: Sequence[Count], by: str | None) -> Metric:
+    """Counts as a Prometheus gauge: hits counted while the command ran."""
+    def labels(c: Count) -> dict[str, str]:
+        return {"function": c.function, **({"by": by or "", "key": c.key} if c.key is not None else {}), "engine": ENGINE}
+
+    return Metric("kpctl_count_hits", "gauge", "Hits of a function counted in the kernel while kpctl count ran.",
+                  [(labels(c), c.hits) for c in counts])
+
+
+def histogram_metric(buckets: Sequence[tuple[int, int, int]], target: str, fetcharg: str) -> Metric:
+    """Power-of-two buckets as a Prometheus histogram: cumulative counts per upper bound
+    (le), +Inf, and the count (the sum of the values is not known to hist triggers)."""
+    labels = {"target": target, "fetcharg": fetcharg, "engine": ENGINE}
+    samples: list[tuple[Mapping[str, str], float]] = []
+    total = 0
+    for _, high, hits in buckets:
+        total += hits
+        samples.append(({**labels, "le": str(high)}, total))
+    samples += [({**labels, "le": "+Inf"}, total), (labels, total)]
+    return Metric("kpctl_hist", "histogram", "Values of a fetch argument, in power-of-two buckets.", samples,
+                  ["_bucket"] * (len(samples) - 1) + ["_count"])

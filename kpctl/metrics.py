@@ -13,9 +13,11 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Metric:
     name: str
-    kind: str  # counter, gauge
+    kind: str  # counter, gauge, histogram
     help: str
     samples: Sequence[tuple[Mapping[str, str], float]]
+    # Per sample, what follows the name: a histogram's "_bucket" and "_count".
+    suffixes: Sequence[str] = ()
 
 
 def _label_value(text: str) -> str:
@@ -32,10 +34,11 @@ def exposition(metrics: Sequence[Metric]) -> str:
     for metric in metrics:
         lines.append(f"# HELP {metric.name} {_help(metric.help)}")
         lines.append(f"# TYPE {metric.name} {metric.kind}")
-        for labels, value in metric.samples:
+        for n, (labels, value) in enumerate(metric.samples):
+            name = metric.name + (metric.suffixes[n] if metric.suffixes else "")
             text = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels.items())
             number = int(value) if float(value).is_integer() else value
-            lines.append(f"{metric.name}{{{text}}} {number}" if text else f"{metric.name} {number}")
+            lines.append(f"{name}{{{text}}} {number}" if text else f"{name} {number}")
     return "\n".join(lines) + "\n"
 
 

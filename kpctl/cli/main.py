@@ -17,7 +17,7 @@ import click
 
 from kpctl import KPCTL_GROUP, __version__
 from kpctl.cli.kmod import kmod
-from kpctl.cli.output import F, KpctlGroup, json_option, print_json, print_table
+from kpctl.cli.output import F, KpctlGroup, format_option, json_option, print_json, print_table
 from kpctl.errors import KpctlError, UsageError, check_probe_names
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
 
@@ -307,8 +307,7 @@ def disable(names: tuple[str, ...], group: str, as_json: bool) -> None:
 @cli.command()
 @group_option
 @json_option
-@click.option("--format", "output", type=click.Choice(["table", "json", "prometheus"]), default="table",
-              show_default=True, help="How to print (--json is --format json).")
+@format_option
 @click.option("--textfile", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write the Prometheus text to this file at once (node_exporter's textfile collector).")
 def stats(group: str, as_json: bool, output: str, textfile: Path | None) -> None:
@@ -480,8 +479,9 @@ def trace(
 @click.option("--max-probes", type=click.IntRange(1), default=1000, show_default=True,
               help="Most functions the PATTERNs may name.")
 @json_option
+@format_option
 def count(patterns: tuple[str, ...], by: str | None, interval: float | None, duration: float | None,
-          top: int | None, max_probes: int, as_json: bool) -> None:
+          top: int | None, max_probes: int, as_json: bool, output: str) -> None:
     """Count hits per function in the kernel (bcc's funccount), until Ctrl-C or --duration.
 
     PATTERNs are functions or shell globs of them (the probeable ones, as kpctl funcs
@@ -508,7 +508,13 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
 
     def show(counts: Sequence[Count], dropped: int) -> None:
         rows = [{"function": c.function, **({"by": c.key} if by else {}), "hits": c.hits} for c in counts][:top]
-        if as_json:
+        if output == "prometheus":
+            from kpctl.counting import count_metric
+            from kpctl.metrics import exposition
+
+            click.echo(exposition([count_metric(counts[:top], by)]), nl=False)
+            return
+        if as_json or output == "json":
             click.echo(json.dumps({"engine": ENGINE, "by": by, "counts": rows, "dropped": dropped}))
             return
         print_table(rows, list(rows[0]) if rows else ["function", "hits"])
@@ -556,7 +562,8 @@ def run_counting(counter: HitCounter | LatencyTimer, how_many: int, duration: fl
 @click.argument("fetcharg")
 @counting_options
 @json_option
-def hist(target: str, fetcharg: str, interval: float | None, duration: float | None, as_json: bool) -> None:
+@format_option
+def hist(target: str, fetcharg: str, interval: float | None, duration: float | None, as_json: bool, output: str) -> None:
     """A power-of-two histogram of FETCHARG at TARGET, kept in the kernel (bcc's argdist -H).
 
     FETCHARG is NAME=FETCH[:TYPE], a number: an argument, or $retval (the return value,
@@ -576,7 +583,13 @@ def hist(target: str, fetcharg: str, interval: float | None, duration: float | N
 
     def show(counts: Sequence[Count], dropped: int) -> None:
         buckets = log2_buckets(counts)
-        if as_json:
+        if output == "prometheus":
+            from kpctl.counting import histogram_metric
+            from kpctl.metrics import exposition
+
+            click.echo(exposition([histogram_metric(buckets, target, fetcharg)]), nl=False)
+            return
+        if as_json or output == "json":
             click.echo(json.dumps({"engine": ENGINE, "target": target, "fetcharg": fetcharg, "dropped": dropped,
                                    "buckets": [{"low": lo, "high": hi, "hits": n} for lo, hi, n in buckets]}))
         else:

@@ -67,3 +67,9 @@ def print_table(rows: Sequence[dict[str, Any]], headers: Sequence[str]) -> None:
     from tabulate import tabulate
 
     click.echo(tabulate([[row[h] for h in headers] for row in rows], headers=[h.upper() for h in headers]))
+
+
+def format_option(f: F) -> F:
+    """--format, beside --json (which is --format json)."""
+    return click.option("--format", "output", type=click.Choice(["table", "json", "prometheus"]), default="table",
+                        show_default=True, help="How to print: prometheus is the Prometheus text format.")(f)

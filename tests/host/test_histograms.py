@@ -93,3 +93,23 @@ def test_folded_stacks_go_root_first() -> None:
 def test_a_stack_key_is_recognised_by_its_newer_name_too() -> None:
     text = STACKS.replace("{ stacktrace:", "{ common_stacktrace:")
     assert parse_hist(text)[0][0].key.startswith("kprobe_dispatcher+0x3a;vfs_read+0x5")
+
+
+def test_counts_and_histograms_parse_as_prometheus_metrics() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from kpctl.counting import count_metric, histogram_metric
+    from kpctl.metrics import exposition
+
+    text = exposition([
+        count_metric([Count("vfs_read", "cat 12", 5)], "pid"),
+        histogram_metric([(0, 1, 2), (2, 2, 0), (3, 4, 3)], "vfs_read", "size=$arg3:u64"),
+    ])
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    [hits] = families["kpctl_count_hits"].samples
+    assert hits.labels == {"function": "vfs_read", "by": "pid", "key": "cat 12", "engine": "tracefs"} and hits.value == 5
+    hist = families["kpctl_hist"]
+    assert hist.type == "histogram"
+    buckets = [(s.labels["le"], s.value) for s in hist.samples if s.name == "kpctl_hist_bucket"]
+    assert buckets == [("1", 2), ("2", 2), ("4", 5), ("+Inf", 5)]
+    assert [s.value for s in hist.samples if s.name == "kpctl_hist_count"] == [5]
