@@ -163,3 +163,17 @@ def test_latency_of_a_10_ms_sleep_lands_in_its_bucket(tracefs: Tracefs, unit: li
     buckets = {(b["low"], b["high"]): b["calls"] for b in table["buckets"]}
     # Most of the sleeps there (other tasks sleep too, for other times).
     assert buckets.get(bucket, 0) >= 6, buckets
+
+
+def test_count_in_the_prometheus_format(tracefs: Tracefs) -> None:
+    symbol = syscall_symbol(WORKLOAD_SYSCALL)
+    proc = subprocess.Popen([sys.executable, "-m", "kpctl", "count", symbol, "--format", "prometheus", "-d", "600"],
+                            cwd=CHECKOUT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    started(proc)
+    run_workload(CALLS)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.startswith("# HELP kpctl_count_hits ")
+    [sample] = [line for line in out.splitlines() if line.startswith("kpctl_count_hits{")]
+    assert f'function="{symbol}"' in sample and int(sample.rsplit(" ", 1)[1]) >= CALLS
