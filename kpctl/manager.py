@@ -6,14 +6,14 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from kpctl.backends.base import ProbeBackend, ProbeInfo, ProbeStats
 from kpctl.errors import ProbeExistsError, ProbeNotFoundError, UsageError, check_probe_names
 from kpctl.model import Probe
-from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND, BackendType, backend_type
+from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND, backend_type
 from kpctl.signals import signals_ignored, stop_on_sigterm
 from kpctl.tracefs import KPCTL_INSTANCE, Tracefs
 
@@ -36,15 +36,23 @@ class ProbeManager:
         self.group = group
 
     @classmethod
-    def open(cls, tracefs: Tracefs, group: str, types: Sequence[BackendType] = BACKEND_TYPES) -> ProbeManager:
-        return cls(tracefs, [t.open(tracefs, group) for t in types if t.availability(tracefs).usable], group)
+    def open(cls, tracefs: Tracefs, group: str, also: Sequence[str] = ()) -> ProbeManager:
+        """The usable backends whose probes outlive kpctl (what other kpctl processes made
+        is there to see), and those of also, which live only in this process."""
+        for name in also:
+            backend_type(name).require(tracefs)
+        return cls(tracefs, [
+            t.open(tracefs, group) for t in BACKEND_TYPES
+            if (t.outlives_kpctl or t.name in also) and t.availability(tracefs).usable
+        ], group)
 
     def backend(self, name: str) -> ProbeBackend:
         for backend in self.backends:
             if backend.name == name:
                 return backend
-        backend_type(name).require(self.tracefs)  # says why it is not here
-        raise AssertionError(f"backend {name} is usable but was not opened")
+        kind = backend_type(name)
+        kind.require(self.tracefs)  # says why it is not here
+        raise UsageError(f"probes of backend {name} live only while kpctl runs", f"kpctl trace --backend {name}")
 
     def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None,
             backend: str = DEFAULT_BACKEND.name) -> list[ProbeInfo]:
@@ -63,6 +71,19 @@ class ProbeManager:
             infos = target.add(probes, enable=enable, event_filter=event_filter)
             self._reach_watches(target)
         return infos
+
+    def adding_to(self, backend: str) -> ProbeOwner:
+        """This manager, adding to one backend: what short_lived() takes."""
+        manager = self
+
+        class Into:
+            def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[ProbeInfo]:
+                return manager.add(probes, enable=enable, event_filter=event_filter, backend=backend)
+
+            def remove(self, names: Sequence[str]) -> None:
+                manager.remove(names)
+
+        return Into()
 
     def expand(self, patterns: Sequence[str]) -> list[str]:
         """Probe names, each pattern with a shell glob (``vfs_*``) replaced by the names
@@ -147,13 +168,19 @@ class ProbeManager:
     # --- reading hits ----------------------------------------------------------------
 
     @contextmanager
-    def reading(self, drop_unread: bool = False) -> Iterator[list[HitSource]]:
-        """The sources of hits for one watch. trace_pipe hands each hit to one reader
-        only, so the first watch (holding a flock on kpctl's instance) reads that, hits
-        waiting there included unless drop_unread, and a watch started beside it reads an
-        instance of its own with the same events on, removed when it ends."""
+    def reading(self, drop_unread: bool = False, backends: Collection[str] | None = None) -> Iterator[list[HitSource]]:
+        """The sources of hits for one watch (of the named backends' probes, or all).
+        trace_pipe hands each hit to one reader only, so the first watch (holding a flock
+        on kpctl's instance) reads that, hits waiting there included unless drop_unread,
+        and a watch started beside it reads an instance of its own with the same events
+        on, removed when it ends."""
         from kpctl.watch import TracePipeSource  # only watches read: list and rm start faster
 
+        wanted = [b for b in self.backends if backends is None or b.name in backends]
+        own_sources = [s for backend in wanted for s in backend.hit_sources()]
+        if not any(b.hits_in_tracefs for b in wanted):
+            yield own_sources
+            return
         with self.tracefs.changing():  # no rm removes the idle instance meanwhile
             self.tracefs.make_instance(KPCTL_INSTANCE)
             fd = os.open(self.tracefs.path(KPCTL_INSTANCE), os.O_RDONLY | os.O_DIRECTORY)
@@ -167,7 +194,7 @@ class ProbeManager:
                 except BlockingIOError:
                     instance = stack.enter_context(self._own_instance())  # starts empty
                 pipe = stack.enter_context(TracePipeSource(self.tracefs.path(f"{instance}/trace_pipe")))
-                yield [pipe, *(s for backend in self.backends for s in backend.hit_sources())]
+                yield [pipe, *own_sources]
         finally:
             os.close(fd)
 

@@ -53,6 +53,26 @@ def _open_tracefs(tracefs: Tracefs, group: str) -> ProbeBackend:
     return TracefsBackend(tracefs, group=group)
 
 
+def _bpf_availability(tracefs: Tracefs) -> Availability:
+    import importlib.util
+    from pathlib import Path
+
+    if importlib.util.find_spec("bcc") is None:
+        from kpctl.backends.bpf import INSTALL_HINT
+
+        return Availability(False, "bcc is not installed for this Python", INSTALL_HINT)
+    if not Path("/sys/bus/event_source/devices/kprobe/type").exists():
+        return Availability(False, "this kernel has no perf kprobe PMU", "the kernel needs CONFIG_KPROBE_EVENTS, CONFIG_BPF_EVENTS")
+    return Availability(True, "bcc and the perf kprobe PMU are here")
+
+
+def _open_bpf(tracefs: Tracefs, group: str) -> ProbeBackend:
+    from kpctl.backends.bpf import BpfBackend, import_bcc
+
+    import_bcc()
+    return BpfBackend(tracefs, group)
+
+
 def _kmod_availability(tracefs: Tracefs) -> Availability:
     from kpctl.kmod import MODULE, is_loaded
 
@@ -70,6 +90,8 @@ def _open_kmod(tracefs: Tracefs, group: str) -> ProbeBackend:
 BACKEND_TYPES: tuple[BackendType, ...] = (
     BackendType("tracefs", "kprobe_events, the kernel's own interface", True, _tracefs_availability, _open_tracefs),
     BackendType("kmod", "kpctl's kernel module over netlink (kpctl kmod load)", True, _kmod_availability, _open_kmod),
+    BackendType("bpf", "BPF programs through bcc, alive while kpctl runs (kpctl trace)", False, _bpf_availability,
+                _open_bpf),
 )
 DEFAULT_BACKEND = BACKEND_TYPES[0]
 

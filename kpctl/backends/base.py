@@ -46,6 +46,7 @@ class ProbeBackend(Protocol):
 
     name: str
     group: str
+    hits_in_tracefs: bool  # its hits are trace events, read from a tracefs instance
 
     def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[ProbeInfo]: ...
 

@@ -53,6 +53,7 @@ def flag_names(flags: KprobeFlag) -> tuple[str, ...]:
 
 class KmodBackend:
     name = "kmod"
+    hits_in_tracefs = True
 
     def __init__(self, tracefs: Tracefs, group: str, instance: str = KPCTL_INSTANCE) -> None:
         self.tracefs = tracefs

@@ -43,6 +43,7 @@ class TracefsBackend:
     instance is the tracefs instance (instances/NAME) they are enabled in."""
 
     name = "tracefs"
+    hits_in_tracefs = True
 
     def __init__(self, tracefs: Tracefs, group: str = KPCTL_GROUP, instance: str = KPCTL_INSTANCE) -> None:
         if not is_valid_name(group):

@@ -98,6 +98,14 @@ def counting_options(f: F) -> F:
     return f
 
 
+def backend_option(f: F) -> F:
+    return click.option(
+        "--backend", "backend_name", type=click.Choice([t.name for t in BACKEND_TYPES]),
+        default=DEFAULT_BACKEND.name, show_default=True,
+        help="; ".join(f"{t.name}: {t.summary}" for t in BACKEND_TYPES) + ".",
+    )(f)
+
+
 def open_tracefs() -> Tracefs:
     from kpctl.tracefs import Tracefs, find_tracefs
 
@@ -108,11 +116,12 @@ def say_on_stderr(text: str) -> None:
     click.echo(text, err=True)
 
 
-def open_probes(group: str) -> ProbeManager:
-    """kpctl's probes of group in every backend usable here."""
+def open_probes(group: str, also: Sequence[str] = ()) -> ProbeManager:
+    """kpctl's probes of group in every backend usable here (and those of also, whose
+    probes live only in this process)."""
     from kpctl.manager import ProbeManager
 
-    return ProbeManager.open(open_tracefs(), group)
+    return ProbeManager.open(open_tracefs(), group, also)
 
 
 def say_each(done: str, group: str, names: Sequence[str], as_json: bool) -> None:
@@ -161,9 +170,7 @@ def cli() -> None:
 @click.option("--max-probes", type=click.IntRange(1), default=1000, show_default=True,
               help="Most probes a glob TARGET may make.")
 @click.option("--dry-run", is_flag=True, help="Print what would be asked of the kernel, and where each probe would sit; change nothing.")
-@click.option("--backend", "backend_name", type=click.Choice([t.name for t in BACKEND_TYPES]),
-              default=DEFAULT_BACKEND.name, show_default=True,
-              help="; ".join(f"{t.name}: {t.summary}" for t in BACKEND_TYPES) + ".")
+@backend_option
 @group_option
 @json_option
 def add(
@@ -374,7 +381,7 @@ def run_watch(probes: ProbeManager, names: Sequence[str], watching: WatchOptions
         namers=probes.probe_namers(),
     )
     ended = ""
-    with stop_on_sigterm(), probes.reading(drop_unread=clear) as sources:
+    with stop_on_sigterm(), probes.reading(drop_unread=clear, backends={i.backend for i in watched}) as sources:
         try:
             # The header goes out once hits are being collected: whoever waits for it (a
             # script, a test) may start the activity it wants to see, or stop us.
@@ -444,10 +451,11 @@ def watch(names: tuple[str, ...], watching: WatchOptions, clear: bool, group: st
 @cli.command()
 @probe_options
 @watch_options
+@backend_option
 @group_option
 def trace(
     target: str, fetchargs: tuple[str, ...], ret: bool, maxactive: int | None, name: str | None,
-    filter_text: str | None, watching: WatchOptions, group: str,
+    filter_text: str | None, watching: WatchOptions, backend_name: str, group: str,
 ) -> None:
     """Add a probe, print its hits, and remove it on exit, Ctrl-C or SIGTERM.
 
@@ -455,17 +463,21 @@ def trace(
     Examples:
       kpctl trace do_sys_openat2 'path=+0($arg2):ustring' --count 3
       kpctl trace vfs_read 'count=$arg3:u64' -c 'cat /etc/hostname'
+      kpctl trace --backend bpf vfs_read 'size=$arg3:u64' --count 5
     """
     from kpctl.manager import short_lived
     from kpctl.model import probes_from_targets
     from kpctl.owners import Owners
+    from kpctl.registry import backend_type
     from kpctl.signals import StopRequested
 
-    manager = open_probes(group)
+    manager = open_probes(group, also=[backend_name])
     collect_garbage(manager.tracefs)
     probes = probes_from_targets(target, fetchargs, ret, maxactive, name, group)
+    # Probes that die with this process need no record for gc.
+    records = (Owners(), "trace") if backend_type(backend_name).outlives_kpctl else None
     try:
-        with short_lived(manager, probes, event_filter=filter_text, records=(Owners(), "trace")):
+        with short_lived(manager.adding_to(backend_name), probes, event_filter=filter_text, records=records):
             run_watch(manager, [p.event for p in probes if p.event], watching)
     except StopRequested:
         pass  # SIGTERM while adding: the probes are gone

@@ -37,6 +37,7 @@ class FakeTracefs(Tracefs):
 class MemoryBackend:
     def __init__(self, name: str) -> None:
         self.name, self.group = name, "kpctl"
+        self.hits_in_tracefs = True
         self.probes: dict[str, bool] = {}
         self.calls: list[tuple[str, tuple[str, ...]]] = []
         self.recording: list[str] = []
@@ -203,3 +204,23 @@ def test_short_lived_probes_go_on_an_error(both: ProbeManager) -> None:
         with short_lived(both, [Probe("p", Target("vfs_fsync"), event="syncs")]):
             raise RuntimeError
     assert [i.name for i in both.list_probes()] == ["reads", "writes"]
+
+
+def test_a_watch_of_a_backend_without_trace_events_makes_no_instance(tracefs: Tracefs) -> None:
+    class OwnSource:
+        def fileno(self) -> int:
+            return 0
+
+        def read_into(self, sink: object) -> bool:
+            return False
+
+    class Buffered(MemoryBackend):
+        def hit_sources(self) -> list[HitSource]:
+            return [OwnSource()]
+
+    bpf = Buffered("bpf")
+    bpf.hits_in_tracefs = False
+    manager = ProbeManager(tracefs, [MemoryBackend("tracefs"), bpf], "kpctl")
+    with manager.reading(backends={"bpf"}) as sources:
+        assert [type(s).__name__ for s in sources] == ["OwnSource"]
+    assert not tracefs.path(KPCTL_INSTANCE).exists()
