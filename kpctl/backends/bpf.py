@@ -115,6 +115,7 @@ class BpfBackend:
     name: str = "bpf"
     hits_in_tracefs: bool = False
     _probes: dict[str, _Attached] = field(default_factory=dict)
+    _sources: dict[int, PerfBufferSource] = field(default_factory=dict)  # by id() of the program
 
     def requests(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[str]:
         self._check(probes, event_filter)
@@ -146,18 +147,19 @@ class BpfBackend:
             program = bcc.BPF(text=text)
         except Exception as e:  # bcc raises plain Exceptions for a failed compile
             raise KpctlError(f"bcc could not build the BPF program: {e}") from None
-        attached: list[_Attached] = []
+        attached = [_Attached(probe, program, f"kpctl_probe_{n}", n, enabled=False) for n, probe in enumerate(probes)]
         try:
-            for n, probe in enumerate(probes):
-                entry = _Attached(probe, program, f"kpctl_probe_{n}", n, enabled=False)
-                attached.append(entry)
-                if enable:
+            # The buffer opens before the first probe arms: no hit is lost in between.
+            source = PerfBufferSource(program, attached)
+            if enable:
+                for entry in attached:
                     self._attach(entry)
         except BaseException:
             for entry in attached:
                 self._detach(entry)
             program.cleanup()
             raise
+        self._sources[id(program)] = source
         for entry in attached:
             self._probes[entry.probe.event or ""] = entry
         return [self._info(e) for e in attached]
@@ -197,6 +199,7 @@ class BpfBackend:
         alive = {id(e.program) for e in self._probes.values()}
         for program in {id(e.program): e.program for e in gone}.values():
             if id(program) not in alive:
+                self._sources.pop(id(program)).close()
                 program.cleanup()  # its last probe went: the program and its buffers go too
 
     def remove_all(self) -> list[str]:
@@ -206,6 +209,7 @@ class BpfBackend:
             self._detach(entry)
         self._probes.clear()
         for program in programs.values():
+            self._sources.pop(id(program)).close()
             program.cleanup()
         return names
 
@@ -235,8 +239,7 @@ class BpfBackend:
         return {}  # each record names its probe
 
     def hit_sources(self) -> list[HitSource]:
-        programs = {id(e.program): e.program for e in self._probes.values()}
-        return [PerfBufferSource(p, [e for e in self._probes.values() if e.program is p]) for p in programs.values()]
+        return list(self._sources.values())
 
 
 class PerfBufferSource:
@@ -258,6 +261,9 @@ class PerfBufferSource:
 
     def fileno(self) -> int:
         return self._epoll.fileno()
+
+    def close(self) -> None:
+        self._epoll.close()
 
     def _record(self, cpu: int, data: Any, size: int) -> None:
         hit = self._program["kpctl_hits"].event(data)
