@@ -252,12 +252,13 @@ class PerfBufferSource:
         self._program = program
         self._by_index = {e.index: e for e in probes}
         self._lines: list[str] = []
+        self._read = lib.perf_reader_event_read
         table = program["kpctl_hits"]
         table.open_perf_buffer(self._record, page_cnt=64)
+        self._readers = [reader for key, reader in program.perf_buffers.items() if key[0] == id(table)]
         self._epoll = select.epoll()
-        for key, reader in program.perf_buffers.items():
-            if key[0] == id(table):
-                self._epoll.register(lib.perf_reader_fd(reader), select.EPOLLIN)
+        for reader in self._readers:
+            self._epoll.register(lib.perf_reader_fd(reader), select.EPOLLIN)
 
     def fileno(self) -> int:
         return self._epoll.fileno()
@@ -274,7 +275,10 @@ class PerfBufferSource:
                                       list(hit.args)))
 
     def read_into(self, sink: HitSink) -> bool:
-        self._program.perf_buffer_poll(timeout=0)
+        # Every CPU's ring read to its end (perf_reader_event_read() calls _record per
+        # record), whether poll() said so or not.
+        for reader in self._readers:
+            self._read(reader)
         if self._lines:
             text, self._lines = "".join(self._lines), []
             sink.feed(text)
