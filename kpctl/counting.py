@@ -41,6 +41,14 @@ def event_name(function: str) -> str:
     return _NOT_IN_NAME.sub("_", function)
 
 
+def events_of(functions: Sequence[str]) -> dict[str, str]:
+    """function by its event's name; two functions may not share one."""
+    events = {event_name(f): f for f in functions}
+    if len(events) < len(functions):
+        raise UsageError("a function is given twice, or two names differ only in their dots")
+    return events
+
+
 @dataclass(frozen=True)
 class Command:
     """A line written to a tracefs file (appended), and the line that undoes it."""
@@ -115,9 +123,7 @@ class HitCounter:
             key += ".log2"
         self.trigger = trigger(key)
         self.tables = KernelTables(tracefs, "count")
-        self.functions = {event_name(f): f for f in functions}
-        if len(self.functions) < len(functions):
-            raise UsageError("a function is given twice, or two names differ only in their dots")
+        self.functions = events_of(functions)
         kind: Literal["p", "r"] = "r" if any(isinstance(a.fetch, ReturnValue) for a in args) else "p"
         self.probes = [
             Probe(kind, parse_target(f)[0], event=e, group=self.tables.group, args=args)
@@ -156,9 +162,7 @@ class LatencyTimer:
 
     def __init__(self, tracefs: Tracefs, functions: Sequence[str], micros: bool = False) -> None:
         self.tables = KernelTables(tracefs, "lat")
-        self.functions = {event_name(f): f for f in functions}
-        if len(self.functions) < len(functions):
-            raise UsageError("a function is given twice, or two names differ only in their dots")
+        self.functions = events_of(functions)
         group = self.tables.group
         clock = "common_timestamp.usecs" if micros else "common_timestamp"
         self.probes: list[Probe] = []

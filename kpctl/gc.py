@@ -49,12 +49,13 @@ def collect(tracefs: Tracefs, owners: Owners) -> list[str]:
                 tracefs.append_command("synthetic_events", f"!{line}")
                 removed.append(f"synthetic event {name}")
         dead: dict[str, list[str]] = {}
-        for probe in tracefs.defined_probes():
+        probes = tracefs.defined_probes()
+        for probe in probes:
             group, event = probe.group or "", probe.event or ""
             m = _SESSION.match(group) or (_INSPECT_EVENT.match(event) if group == INSPECT_GROUP else None)
             if m and _gone(m.group(1), proc):
                 dead.setdefault(group, []).append(event)
-        defined = {(p.group, p.event) for p in tracefs.defined_probes()}
+        defined = {(p.group, p.event) for p in probes}
         for group, event, owner in owners.orphans():
             if (group, event) in defined and event not in dead.get(group, []):
                 dead.setdefault(group, []).append(event)

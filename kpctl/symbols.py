@@ -124,6 +124,10 @@ class KernelSymbols:
         return kept, left
 
     @cached_property
+    def _probes_possible(self) -> bool:
+        return self._kprobe_events is None or self._kprobe_events.exists()
+
+    @cached_property
     def _init_text(self) -> tuple[int, int] | None:
         """Where vmlinux's __init code was: kallsyms keeps its symbols after boot frees it."""
         start, end = self.address_of("_sinittext"), self.address_of("_einittext")
@@ -147,7 +151,7 @@ class KernelSymbols:
             hint = f"; close names: {', '.join(close)}" if close else ""
             return FunctionStatus(name, False, f"not in kallsyms: inlined, optimized away or misspelled{hint}")
         module = functions[0].module
-        if self._kprobe_events is not None and not self._kprobe_events.exists():
+        if not self._probes_possible:
             return FunctionStatus(name, False, "this kernel has no kprobe_events: nothing can be probed through it", module)
         if module is not None and (module.startswith("__builtin__") or module == "bpf"):
             return FunctionStatus(name, False, f"code the kernel made at run time ([{module}]), not a function", module)
