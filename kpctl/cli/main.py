@@ -383,9 +383,12 @@ def run_watch(probes: ProbeManager, names: Sequence[str], watching: WatchOptions
     ended = ""
     with stop_on_sigterm(), probes.reading(drop_unread=clear, backends={i.backend for i in watched}) as sources:
         try:
-            # The header goes out once hits are being collected: whoever waits for it (a
-            # script, a test) may start the activity it wants to see, or stop us.
-            if not watching.as_json:
+            # The header (with --json, a line on stderr) goes out once hits are being
+            # collected: whoever waits for it (a script, a test) may start the activity
+            # it wants to see, or stop us.
+            if watching.as_json:
+                click.echo(f"kpctl: watching {len(watched)} probe{'s' * (len(watched) > 1)}; Ctrl-C ends", err=True)
+            else:
                 sys.stdout.write(stream.HEADER)
                 sys.stdout.flush()
             if watching.command is None:

@@ -200,7 +200,9 @@ def test_a_comm_longer_than_the_kernel_keeps_is_cut_and_said(fake: FakeTracefs) 
     code, out = run("watch", "--comm", "systemd-journald", "--json")
     assert code == 0
     assert "kpctl: the kernel keeps 15 bytes of a task's name: --comm systemd-journald matches systemd-journal" in out
-    assert json.loads(out.splitlines()[1])["comm"] == "systemd-journal"
+    assert "kpctl: watching 1 probe; Ctrl-C ends" in out  # stdout has JSON only: readiness goes to stderr
+    [hit] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert hit["comm"] == "systemd-journal"
 
 
 def test_rm_all_removes_kpctl_probes_and_leaves_other_groups(fake: FakeTracefs) -> None:

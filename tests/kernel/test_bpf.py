@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -43,12 +42,13 @@ def test_trace_sees_every_call_with_its_arguments_and_return_value() -> None:
     before = armed(symbol)
     entry = trace(symbol, "regs=$arg1:x64", "--pid", str(os.getpid()), "--count", str(CALLS), "--json")
     ret = trace(symbol, "ret=$retval:s64", "--ret", "--pid", str(os.getpid()), "--count", str(CALLS), "--json")
-    # JSON output has no header: wait until both probes are in the kernel.
-    deadline = time.monotonic() + 300  # bcc compiles each program: slow under emulation
-    while len(armed(symbol)) < len(before) + 2:
-        assert entry.poll() is None and ret.poll() is None, (entry.communicate(), ret.communicate())
-        assert time.monotonic() < deadline, "the BPF probes never appeared"
-        time.sleep(0.1)
+    # A BPF probe is in debug/kprobes/list before its program is attached to it: with
+    # --json, the line on stderr says when hits are being collected.
+    for proc in (entry, ret):
+        assert proc.stderr is not None
+        ready = proc.stderr.readline()  # bcc compiles each program: slow under emulation
+        assert ready.startswith("kpctl: watching 1 probe;"), (ready, proc.communicate())
+    assert len(armed(symbol)) == len(before) + 2
     run_workload(CALLS)
     for proc in (entry, ret):
         out, err = proc.communicate(timeout=300)
