@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from kpctl.backends.base import ProbeInfo, ProbeStats
 from kpctl.errors import KpctlError, ProbeExistsError, UsageError, check_probe_names
-from kpctl.model import ArgType, Comm, FunctionArgument, Probe, ReturnValue, default_event_name
+from kpctl.model import ArgType, Comm, FetchArg, FunctionArgument, Probe, ReturnValue, default_event_name
 
 if TYPE_CHECKING:
     from kpctl.hits import ProbeNamer
@@ -69,26 +69,31 @@ def import_bcc() -> Any:
     return bcc
 
 
+def fetch_expression(arg: FetchArg, is_return: bool) -> str | None:
+    """The C expression (over ctx, a struct pt_regs *) that reads arg; None for $comm,
+    which a record carries anyway. UsageError for what the bpf backend cannot fetch."""
+    fetch = arg.fetch
+    if isinstance(fetch, Comm):
+        return None
+    if isinstance(fetch, FunctionArgument) and 1 <= fetch.index <= MAX_ARGS and not fetch.access:
+        expression = f"PT_REGS_PARM{fetch.index}(ctx)"
+    elif isinstance(fetch, ReturnValue) and is_return and not fetch.access:
+        expression = "PT_REGS_RC(ctx)"
+    else:
+        raise UsageError(f"the bpf backend fetches $arg1..$arg{MAX_ARGS}, $retval and $comm, not {fetch}",
+                         "use the tracefs backend for memory, registers and the rest")
+    if arg.type is not None and arg.type.base not in _INTS:
+        raise UsageError(f"the bpf backend prints integer types (u32, s64, x64, ...), not {arg.type}")
+    return expression
+
+
 def _fetch(probe: Probe) -> list[str]:
     """C statements filling hit.args from the probe's fetch arguments."""
-    lines = []
-    for i, arg in enumerate(probe.args):
-        fetch = arg.fetch
-        if isinstance(fetch, FunctionArgument) and 1 <= fetch.index <= MAX_ARGS and not fetch.access:
-            lines.append(f"    hit.args[{i}] = PT_REGS_PARM{fetch.index}(ctx);")
-        elif isinstance(fetch, ReturnValue) and probe.is_return and not fetch.access:
-            lines.append(f"    hit.args[{i}] = PT_REGS_RC(ctx);")
-        elif isinstance(fetch, Comm):
-            continue  # the record has the task's name
-        else:
-            raise UsageError(f"the bpf backend fetches $arg1..$arg{MAX_ARGS}, $retval and $comm, not {fetch}",
-                             "use the tracefs backend for memory, registers and the rest")
-        if arg.type is not None and arg.type.base not in _INTS and not isinstance(fetch, Comm):
-            raise UsageError(f"the bpf backend prints integer types (u32, s64, x64, ...), not {arg.type}")
-    return lines
+    expressions = [(i, fetch_expression(arg, probe.is_return)) for i, arg in enumerate(probe.args)]
+    return [f"    hit.args[{i}] = {e};" for i, e in expressions if e is not None]
 
 
-def _value(raw: int, arg_type: ArgType | None) -> str:
+def printed_value(raw: int, arg_type: ArgType | None) -> str:
     """An argument printed as the kernel prints that type in trace_pipe."""
     base = arg_type.base if arg_type is not None else "x64"
     bits = _INTS[base]
@@ -293,7 +298,7 @@ def trace_line(probe: Probe, comm: str, tid: int, cpu: int, ts_ns: int, raw: Seq
     args = []
     for i, arg in enumerate(probe.args, 1):
         name = arg.name or f"arg{i}"
-        value = f'"{comm}"' if isinstance(arg.fetch, Comm) else _value(raw[i - 1], arg.type)
+        value = f'"{comm}"' if isinstance(arg.fetch, Comm) else printed_value(raw[i - 1], arg.type)
         args.append(f" {name}={value}")
     return f"{comm}-{tid} [{cpu:03d}] ..... {ts_ns // 1000 / 1e6:.6f}: {probe.event}: ({where}){''.join(args)}\n"
 

@@ -22,8 +22,8 @@ from kpctl.errors import KpctlError, UsageError, check_probe_names
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
+    from kpctl.aggregation.counts import Aggregation, Count
     from kpctl.backends.base import ProbeInfo
-    from kpctl.counting import Count, HitCounter, LatencyTimer
     from kpctl.hits import HitStream
     from kpctl.manager import ProbeManager
     from kpctl.owners import Owners
@@ -89,8 +89,13 @@ def watch_options(f: Callable[..., None]) -> Callable[..., None]:
 
 
 def counting_options(f: F) -> F:
-    """-i and -d, shared by count, hist and stacks."""
+    """-i, -d and --engine, shared by count, hist, latency and stacks."""
+    from kpctl.counting import ENGINES
+
     for option in reversed([
+        click.option("--engine", type=click.Choice(list(ENGINES)),
+                     help="What keeps the counts: " + "; ".join(f"{n}: {what}" for n, what in ENGINES.items())
+                     + ". Default: the first that works here."),
         click.option("--interval", "-i", type=click.FloatRange(0, min_open=True), help="Print the counts of each interval of SECS."),
         click.option("--duration", "-d", type=click.FloatRange(0, min_open=True), help="Stop after SECS."),
     ]):
@@ -496,11 +501,12 @@ def trace(
 @json_option
 @format_option
 def count(patterns: tuple[str, ...], by: str | None, interval: float | None, duration: float | None,
-          top: int | None, max_probes: int, as_json: bool, output: str) -> None:
+          engine: str | None, top: int | None, max_probes: int, as_json: bool, output: str) -> None:
     """Count hits per function in the kernel (bcc's funccount), until Ctrl-C or --duration.
 
     PATTERNs are functions or shell globs of them (the probeable ones, as kpctl funcs
-    lists them). Counting is done by tracefs hist triggers on short-lived probes of this
+    lists them). Counting is done in the kernel, by a BPF program (--engine bpf) or by
+    hist triggers on short-lived kprobe events (--engine tracefs), on probes of this
     command's own: nothing is streamed, and nothing is left afterwards. --json prints
     JSON Lines, one object per table.
 
@@ -509,53 +515,58 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
       sudo kpctl count 'vfs_*' -d 5
       sudo kpctl count vfs_read --by comm -i 1
       sudo kpctl count do_sys_openat2 --by stack --top 3 -d 10
+      sudo kpctl count --engine tracefs 'tcp_*' -d 5
     """
     import json
 
-    from kpctl.counting import ENGINE, HitCounter
+    from kpctl.counting import choose_engine, hit_counter
     from kpctl.manager import expand_targets
 
     tracefs = open_tracefs()
+    engine = choose_engine(tracefs, engine)
     functions, skipped = expand_targets(tracefs.symbols, list(patterns), max_probes)
     if skipped:
         click.echo(f"kpctl: the globs leave out {len(skipped)} functions (kpctl funcs tells why)", err=True)
-    counter = HitCounter(tracefs, functions, by)
+    counter = hit_counter(engine, tracefs, functions, by)
 
     def show(counts: Sequence[Count], dropped: int) -> None:
         rows = [{"function": c.function, **({"by": c.key} if by else {}), "hits": c.hits} for c in counts][:top]
         if output == "prometheus":
-            from kpctl.counting import count_metric
+            from kpctl.aggregation.counts import count_metric
             from kpctl.metrics import exposition
 
-            click.echo(exposition([count_metric(counts[:top], by)]), nl=False)
+            click.echo(exposition([count_metric(counts[:top], by, engine)]), nl=False)
             return
         if as_json or output == "json":
-            click.echo(json.dumps({"engine": ENGINE, "by": by, "counts": rows, "dropped": dropped}))
+            click.echo(json.dumps({"engine": engine, "by": by, "counts": rows, "dropped": dropped}))
             return
         print_table(rows, list(rows[0]) if rows else ["function", "hits"])
         if dropped:
             click.echo(f"kpctl: {dropped} hits dropped: the kernel's table was full", err=True)
 
-    run_counting(counter, len(functions), duration, interval, show)
+    run_counting(counter, tracefs, len(functions), duration, interval, show)
 
 
-def run_counting(counter: HitCounter | LatencyTimer, how_many: int, duration: float | None, interval: float | None,
-                 show: Callable[[list[Count], int], None]) -> None:
+def run_counting(counter: Aggregation, tracefs: Tracefs, how_many: int, duration: float | None,
+                 interval: float | None, show: Callable[[list[Count], int], None]) -> None:
     """Count until duration, Ctrl-C or SIGTERM, showing each interval's counts, or the
     whole's at the end."""
     import time
 
-    from kpctl.counting import ENGINE, since
+    from kpctl.aggregation.counts import since
+    from kpctl.counting import ENGINES
     from kpctl.signals import StopRequested, stop_on_sigterm
 
-    collect_garbage(counter.tables.tracefs)
+    collect_garbage(tracefs)
+    if counter.engine == "bpf" and sys.stderr.isatty():
+        click.echo(f"kpctl: compiling and attaching a BPF program for {how_many} functions...", err=True)
     with stop_on_sigterm(), counter.counting():
         until = None if duration is None else time.monotonic() + duration
         before: list[Any] = []
         interrupted = False
         try:
             # Said once the triggers count: whoever waits for it may start what it wants counted.
-            click.echo(f"kpctl: counting {how_many} functions with {ENGINE} hist triggers; Ctrl-C ends", err=True)
+            click.echo(f"kpctl: counting {how_many} functions with {ENGINES[counter.engine]}; Ctrl-C ends", err=True)
             while until is None or time.monotonic() < until:
                 left = None if until is None else max(until - time.monotonic(), 0.0)
                 time.sleep(min(x for x in (interval, left, 3600.0) if x is not None))
@@ -578,7 +589,8 @@ def run_counting(counter: HitCounter | LatencyTimer, how_many: int, duration: fl
 @counting_options
 @json_option
 @format_option
-def hist(target: str, fetcharg: str, interval: float | None, duration: float | None, as_json: bool, output: str) -> None:
+def hist(target: str, fetcharg: str, interval: float | None, duration: float | None, engine: str | None,
+         as_json: bool, output: str) -> None:
     """A power-of-two histogram of FETCHARG at TARGET, kept in the kernel (bcc's argdist -H).
 
     FETCHARG is NAME=FETCH[:TYPE], a number: an argument, or $retval (the return value,
@@ -591,68 +603,84 @@ def hist(target: str, fetcharg: str, interval: float | None, duration: float | N
     """
     import json
 
-    from kpctl.counting import ENGINE, HitCounter, log2_buckets, render_log2
+    from kpctl.aggregation.counts import log2_buckets, render_log2
+    from kpctl.counting import choose_engine, hit_counter
 
-    counter = HitCounter(open_tracefs(), [target], by=fetcharg, log2=True)
+    tracefs = open_tracefs()
+    engine = choose_engine(tracefs, engine)
+    counter = hit_counter(engine, tracefs, [target], by=fetcharg, log2=True)
     name = fetcharg.split("=", 1)[0]
 
     def show(counts: Sequence[Count], dropped: int) -> None:
         buckets = log2_buckets(counts)
         if output == "prometheus":
-            from kpctl.counting import histogram_metric
+            from kpctl.aggregation.counts import histogram_metric
             from kpctl.metrics import exposition
 
-            click.echo(exposition([histogram_metric(buckets, target, fetcharg)]), nl=False)
+            click.echo(exposition([histogram_metric(buckets, target, fetcharg, engine)]), nl=False)
             return
         if as_json or output == "json":
-            click.echo(json.dumps({"engine": ENGINE, "target": target, "fetcharg": fetcharg, "dropped": dropped,
+            click.echo(json.dumps({"engine": engine, "target": target, "fetcharg": fetcharg, "dropped": dropped,
                                    "buckets": [{"low": lo, "high": hi, "hits": n} for lo, hi, n in buckets]}))
         else:
             click.echo("\n".join(render_log2(buckets, name)))
 
-    run_counting(counter, 1, duration, interval, show)
+    run_counting(counter, tracefs, 1, duration, interval, show)
 
 
 @cli.command()
 @click.argument("functions", nargs=-1, required=True)
 @counting_options
-@click.option("--micros", "-u", is_flag=True, help="Microseconds instead of nanoseconds.")
+@click.option("--micros", "-u", "unit", flag_value="usecs", help="Microseconds instead of nanoseconds.")
+@click.option("--millis", "-m", "unit", flag_value="msecs", help="Milliseconds instead of nanoseconds.")
 @click.option("--per-function", "-F", is_flag=True, help="A histogram per function instead of one for all.")
+@click.option("--by", help="A histogram per pid, comm or cpu (bpf engine).")
 @json_option
-def latency(functions: tuple[str, ...], interval: float | None, duration: float | None, micros: bool,
-            per_function: bool, as_json: bool) -> None:
+def latency(functions: tuple[str, ...], interval: float | None, duration: float | None, engine: str | None,
+            unit: str | None, per_function: bool, by: str | None, as_json: bool) -> None:
     """Time from entry to return of FUNCTIONS, a power-of-two histogram kept in the kernel
     (bcc's funclatency).
 
-    A thread's entry time is kept by a hist trigger and taken up by its return: a
-    recursive call's outer return is timed from the inner entry.
+    The bpf engine keeps each thread's entry times per call depth: nested and recursive
+    calls are each timed from their own entry. The tracefs engine keeps one entry time
+    per thread (a hist variable): a recursive call's outer return is timed from the
+    inner entry.
 
     \b
     Examples:
       sudo kpctl latency vfs_read -d 10
       sudo kpctl latency -u -F vfs_read vfs_write -i 5
+      sudo kpctl latency -m do_nanosleep --by comm -d 10
     """
     import json
 
-    from kpctl.counting import ENGINE, LatencyTimer, log2_buckets, render_log2
+    from kpctl.aggregation.counts import log2_buckets, render_log2
+    from kpctl.counting import choose_engine, latency_timer
 
-    timer = LatencyTimer(open_tracefs(), functions, micros=micros)
-    unit = "usecs" if micros else "nsecs"
+    unit = unit or "nsecs"
+    tracefs = open_tracefs()
+    engine = choose_engine(tracefs, engine)
+    timer = latency_timer(engine, tracefs, functions, unit, by)
     groups = sorted(set(functions)) if per_function else [None]
 
     def show(counts: Sequence[Count], dropped: int) -> None:
+        splits = sorted({c.split or "" for c in counts}) if by else [None]
         for function in groups:
-            buckets = log2_buckets([c for c in counts if function is None or c.function == function])
-            if as_json:
-                click.echo(json.dumps({"engine": ENGINE, "function": function or list(functions), "unit": unit,
-                                       "dropped": dropped, "buckets": [{"low": lo, "high": hi, "calls": n}
-                                                                       for lo, hi, n in buckets]}))
-                continue
-            if function is not None:
-                click.echo(f"function = {function}")
-            click.echo("\n".join(render_log2(buckets, unit)))
+            for split in splits:
+                buckets = log2_buckets([c for c in counts if function in (None, c.function) and split in (None, c.split)])
+                if as_json:
+                    click.echo(json.dumps({"engine": engine, "function": function or list(functions),
+                                           **({"by": by, "key": split} if by else {}), "unit": unit,
+                                           "dropped": dropped, "buckets": [{"low": lo, "high": hi, "calls": n}
+                                                                           for lo, hi, n in buckets]}))
+                    continue
+                if function is not None:
+                    click.echo(f"function = {function}")
+                if split is not None:
+                    click.echo(f"{by} = {split}")
+                click.echo("\n".join(render_log2(buckets, unit)))
 
-    run_counting(timer, len(functions), duration, interval, show)
+    run_counting(timer, tracefs, len(functions), duration, interval, show)
 
 
 @cli.command()
@@ -661,8 +689,8 @@ def latency(functions: tuple[str, ...], interval: float | None, duration: float 
 @click.option("--top", type=click.IntRange(1), help="Only the N commonest stacks.")
 @click.option("--folded", is_flag=True, help="Print flame-graph input: frames root first, joined by ';', and the count.")
 @json_option
-def stacks(target: str, interval: float | None, duration: float | None, top: int | None, folded: bool,
-           as_json: bool) -> None:
+def stacks(target: str, interval: float | None, duration: float | None, engine: str | None, top: int | None,
+           folded: bool, as_json: bool) -> None:
     """Kernel stacks that reached TARGET, counted in the kernel (bcc's stackcount).
 
     \b
@@ -672,15 +700,17 @@ def stacks(target: str, interval: float | None, duration: float | None, top: int
     """
     import json
 
-    from kpctl.counting import ENGINE, HitCounter
-    from kpctl.counting import folded as folded_lines
+    from kpctl.aggregation.counts import folded as folded_lines
+    from kpctl.counting import choose_engine, hit_counter
 
-    counter = HitCounter(open_tracefs(), [target], by="stack")
+    tracefs = open_tracefs()
+    engine = choose_engine(tracefs, engine)
+    counter = hit_counter(engine, tracefs, [target], by="stack")
 
     def show(counts: Sequence[Count], dropped: int) -> None:
         shown = list(counts)[:top]
         if as_json:
-            click.echo(json.dumps({"engine": ENGINE, "target": target, "dropped": dropped,
+            click.echo(json.dumps({"engine": engine, "target": target, "dropped": dropped,
                                    "stacks": [{"frames": (c.key or "").split(";"), "hits": c.hits} for c in shown]}))
         elif folded:
             click.echo("\n".join(folded_lines(shown)))
@@ -688,7 +718,7 @@ def stacks(target: str, interval: float | None, duration: float | None, top: int
             for c in shown:
                 click.echo("\n".join(f"  {frame}" for frame in (c.key or "").split(";")) + f"\n    {c.hits}\n")
 
-    run_counting(counter, 1, duration, interval, show)
+    run_counting(counter, tracefs, 1, duration, interval, show)
 
 
 def collect_garbage(tracefs: Tracefs, verbose: bool = False) -> list[str]:

@@ -1,7 +1,8 @@
 """Hist files as the kernel prints them (Documentation/trace/histogram.rst), parsed."""
 from __future__ import annotations
 
-from kpctl.counting import Count, event_name, folded, log2_buckets, render_log2, since
+from kpctl.aggregation.counts import Count, folded, log2_buckets, render_log2, since
+from kpctl.aggregation.hist_triggers import event_name
 from kpctl.histograms import HistEntry, parse_hist, removal, trigger
 
 PER_PID = """\
@@ -98,12 +99,12 @@ def test_a_stack_key_is_recognised_by_its_newer_name_too() -> None:
 def test_counts_and_histograms_parse_as_prometheus_metrics() -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from kpctl.counting import count_metric, histogram_metric
+    from kpctl.aggregation.counts import count_metric, histogram_metric
     from kpctl.metrics import exposition
 
     text = exposition([
-        count_metric([Count("vfs_read", "cat 12", 5)], "pid"),
-        histogram_metric([(0, 1, 2), (2, 2, 0), (3, 4, 3)], "vfs_read", "size=$arg3:u64"),
+        count_metric([Count("vfs_read", "cat 12", 5)], "pid", "tracefs"),
+        histogram_metric([(0, 1, 2), (2, 2, 0), (3, 4, 3)], "vfs_read", "size=$arg3:u64", "bpf"),
     ])
     families = {f.name: f for f in text_string_to_metric_families(text)}
     [hits] = families["kpctl_count_hits"].samples
