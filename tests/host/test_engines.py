@@ -1,0 +1,147 @@
+"""The counting engines without a kernel: which one a command gets, the BPF program each
+request compiles to, and how the bpf engine's map keys read. The programs themselves
+run in the kernel tests (tests/kernel/test_count.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, NamedTuple
+
+import pytest
+
+from kpctl.aggregation.bpf import BpfHitCounter, BpfLatencyTimer
+from kpctl.aggregation.counts import Count
+from kpctl.aggregation.hist_triggers import LatencyTimer
+from kpctl.counting import choose_engine
+from kpctl.errors import KpctlError, UsageError
+from kpctl.registry import Availability
+from kpctl.tracefs import Tracefs
+
+
+def tracefs_with(tmp_path: Path, readme: str) -> Tracefs:
+    (tmp_path / "README").write_text(readme)
+    (tmp_path / "kprobe_events").write_text("")
+    return Tracefs(tmp_path)
+
+
+@pytest.fixture
+def no_bpf(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kpctl.counting
+
+    kind = kpctl.counting.backend_type("bpf")
+    monkeypatch.setattr(kpctl.counting, "backend_type", lambda name: kind._replace(
+        availability=lambda tracefs: Availability(False, "bcc is not installed for this Python", "apt install python3-bpfcc")))
+
+
+def test_without_bcc_hist_triggers_count(tmp_path: Path, no_bpf: None) -> None:
+    assert choose_engine(tracefs_with(tmp_path, "hist:keys=<field1[,field2,...]>\n"), None) == "tracefs"
+
+
+def test_an_engine_asked_for_that_cannot_work_says_why(tmp_path: Path, no_bpf: None) -> None:
+    with pytest.raises(KpctlError) as e:
+        choose_engine(tracefs_with(tmp_path, "hist:keys=<field1[,field2,...]>\n"), "bpf")
+    assert str(e.value) == "engine bpf does not work here: bcc is not installed for this Python"
+    assert e.value.hint == "apt install python3-bpfcc"
+
+
+def test_no_engine_at_all_names_each_reason(tmp_path: Path, no_bpf: None) -> None:
+    with pytest.raises(KpctlError) as e:
+        choose_engine(tracefs_with(tmp_path, "no triggers here\n"), None)
+    assert str(e.value) == ("no counting engine works here (bpf: bcc is not installed for this Python; "
+                            "tracefs: tracefs has no hist triggers)")
+
+
+def test_each_function_gets_its_own_bpf_function() -> None:
+    counter = BpfHitCounter(["vfs_read", "vfs_write"], by="stack")
+    assert counter.program.probes == [("vfs_read", "kpctl_probe_0", False), ("vfs_write", "kpctl_probe_1", False)]
+    assert counter.program.text.count("kpctl_stacks.get_stackid(ctx, 0)") == 2
+
+
+def test_a_histogram_of_the_return_value_uses_return_probes_and_buckets_it() -> None:
+    counter = BpfHitCounter(["vfs_read"], by="ret=$retval:s64", log2=True)
+    assert counter.program.probes == [("vfs_read", "kpctl_probe_0", True)]
+    assert "key.value = PT_REGS_RC(ctx);\n    key.slot = kpctl_log2_up(key.value);" in counter.program.text
+
+
+def test_latency_arms_returns_before_entries_and_divides_by_its_unit() -> None:
+    timer = BpfLatencyTimer(["vfs_read", "vfs_write"], unit="usecs", by="comm")
+    assert [(bpf_function, is_return) for _, bpf_function, is_return in timer.program.probes] == [
+        ("kpctl_return_0", True), ("kpctl_return_1", True), ("kpctl_entry_0", False), ("kpctl_entry_1", False)]
+    assert timer.program.text.count("(now - *start) / 1000;") == 2
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: BpfLatencyTimer(["vfs_read"], by="stack"), "latency splits by pid, comm or cpu, not stack"),
+    (lambda: BpfHitCounter(["vfs_read"], by="pid", log2=True), "a histogram needs a numeric fetch argument, not pid"),
+    (lambda: BpfHitCounter(["vfs_read+4"]), "the bpf engine probes functions by name, not vfs_read+4"),
+    (lambda: BpfHitCounter(["vfs_read"], by="+0($arg2):u64"),
+     "--by +0($arg2):u64: a fetch argument to count by needs a name"),
+    (lambda: BpfHitCounter(["vfs_read"], by="p=+0($arg2):u64"),
+     "the bpf backend fetches $arg1..$arg6, $retval and $comm, not +0($arg2)"),
+    (lambda: LatencyTimer(Tracefs(Path("/nonexistent")), ["vfs_read"], by="pid"), "latency --by needs the bpf engine"),
+    (lambda: LatencyTimer(Tracefs(Path("/nonexistent")), ["vfs_read"], unit="msecs"),
+     "hist triggers time in nsecs or usecs, not msecs"),
+])
+def test_what_an_engine_cannot_do_is_refused_before_anything_runs(make: Any, message: str) -> None:
+    with pytest.raises(UsageError) as e:
+        make()
+    assert str(e.value) == message
+
+
+class MapKey(NamedTuple):  # struct kpctl_key
+    probe: int
+    slot: int
+    value: int
+    comm: bytes
+
+
+class FakeTable(dict[Any, Any]):
+    def Key(self, n: int) -> int:  # noqa: N802 (bcc's name)
+        return n
+
+    def walk(self, stack_id: int) -> list[int]:
+        return [0x10, 0x20] if stack_id == 7 else []
+
+
+class FakeBpf:
+    """The few parts of a bcc.BPF object that reading counts uses."""
+
+    def __init__(self, counts: dict[tuple[int, int, int, bytes], int], dropped: int = 0) -> None:
+        keys = {MapKey(*key): SimpleNamespace(value=n) for key, n in counts.items()}
+        self.tables = {"kpctl_counts": FakeTable(keys), "kpctl_dropped": FakeTable({0: SimpleNamespace(value=dropped)}),
+                       "kpctl_stacks": FakeTable()}
+
+    def __getitem__(self, name: str) -> FakeTable:
+        return self.tables[name]
+
+    @staticmethod
+    def ksym(address: int, show_offset: bool) -> bytes:
+        return {0x10: b"vfs_read+0x4", 0x20: b"ksys_read+0x6b"}[address]
+
+
+def test_counts_read_as_hist_triggers_print_them() -> None:
+    counter = BpfHitCounter(["vfs_read", "vfs_write"], by="pid")
+    counter.program.bpf = FakeBpf({(0, 0, 365, b"cat"): 3, (1, 0, 12, b"sh"): 5}, dropped=2)
+    assert counter.counts() == ([Count("vfs_write", "sh 12", 5), Count("vfs_read", "cat 365", 3)], 2)
+
+
+def test_without_by_every_function_has_a_total() -> None:
+    counter = BpfHitCounter(["vfs_read", "vfs_write"])
+    counter.program.bpf = FakeBpf({(0, 0, 0, b""): 4})
+    assert counter.counts() == ([Count("vfs_read", None, 4), Count("vfs_write", None, 0)], 0)
+
+
+def test_stack_keys_are_symbolized_leaf_first_and_lost_ones_said() -> None:
+    counter = BpfHitCounter(["vfs_read"], by="stack")
+    counter.program.bpf = FakeBpf({(0, 0, 7, b""): 9, (0, 0, (1 << 64) - 17, b""): 1})
+    assert counter.counts()[0] == [Count("vfs_read", "vfs_read+0x4;ksys_read+0x6b", 9),
+                                   Count("vfs_read", "[stack lost]", 1)]
+
+
+def test_an_argument_key_prints_as_its_type_and_a_bucket_as_hist_triggers_do() -> None:
+    counter = BpfHitCounter(["vfs_read"], by="fd=$arg1:s32")
+    counter.program.bpf = FakeBpf({(0, 0, 0xFFFFFFFF, b""): 2})
+    assert counter.counts()[0] == [Count("vfs_read", "-1", 2)]
+    timer = BpfLatencyTimer(["vfs_read"], by="cpu")
+    timer.program.bpf = FakeBpf({(0, 5, 1, b""): 3})
+    assert timer.counts()[0] == [Count("vfs_read", "~ 2^5", 3, "1")]
