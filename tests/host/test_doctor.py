@@ -61,3 +61,12 @@ def test_no_kprobe_syntax_is_claimed_without_kprobe_events(machine: dict[str, bo
     assert "symstr" not in checks
     assert checks["kprobe syntax"].detail == "unknown, because this kernel has no kprobe_events"
     assert not checks["backend tracefs"].ok and checks["backend tracefs"].required
+
+
+def test_each_counting_engine_has_a_row_that_says_why_not(machine: dict[str, bool], tmp_path: Path) -> None:
+    checks = rows()
+    assert checks["counting engine tracefs"].ok  # the recorded 6.1 README has hist triggers
+    (tmp_path / "tracing" / "README").write_text("no triggers here\n")
+    check = rows()["counting engine tracefs"]
+    assert (check.ok, check.fix, check.required) == (False, "the kernel needs CONFIG_HIST_TRIGGERS=y", False)
+    assert "counting engine bpf" in checks
