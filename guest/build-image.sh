@@ -25,7 +25,7 @@ packages=(
     "linux-image-$debarch" "linux-headers-$debarch" busybox-static mount kmod procps
     util-linux iproute2 gcc make libc6-dev
     python3 python3-click python3-tabulate python3-pyroute2 python3-pytest python3-capstone
-    python3-pip python3-setuptools python3-bpfcc bpfcc-tools
+    python3-pip python3-setuptools python3-bpfcc bpfcc-tools python3-yaml
     # What a Vagrant box needs: systemd as init, ssh, sudo, rsync for synced folders.
     systemd-sysv openssh-server sudo rsync
 )

@@ -1,9 +1,11 @@
-"""Who made each of kpctl's short-lived probes, so that `kpctl gc` can remove those whose
-maker is gone (a `kpctl trace` killed with SIGKILL runs no cleanup).
+"""Who made each of kpctl's probes that has an owner: a short-lived probe's process, so
+that `kpctl gc` can remove those whose maker is gone (a `kpctl trace` killed with
+SIGKILL runs no cleanup), or a probe set (`kpctl apply`), which owns its probes until
+it is deleted.
 
 One small file per probe under /run/kpctl/owners/GROUP/EVENT (a tmpfs: a reboot, which
 takes the probes, takes the records too): the process's pid and its start time, which
-tells a living owner from a new process that got the same pid.
+tells a living owner from a new process that got the same pid, or the set's name.
 """
 from __future__ import annotations
 
@@ -28,15 +30,16 @@ def start_time(pid: int, proc: Path = Path("/proc")) -> int | None:
 
 @dataclass(frozen=True)
 class Owner:
-    what: str  # the command that made the probe: trace, ...
-    pid: int
+    what: str  # the command that made the probe (trace, ...), or "set NAME"
+    pid: int | None  # None: a probe set's, which lives until the set is deleted
     start: int | None
+    probe_set: str | None = None
 
     def alive(self, proc: Path = Path("/proc")) -> bool:
-        return start_time(self.pid, proc) == self.start
+        return self.pid is None or start_time(self.pid, proc) == self.start
 
     def __str__(self) -> str:
-        return f"{self.what} (pid {self.pid})"
+        return self.what if self.pid is None else f"{self.what} (pid {self.pid})"
 
 
 class Owners:
@@ -52,11 +55,20 @@ class Owners:
     def claim(self, group: str, event: str, what: str) -> None:
         """This process owns group/event from now on. Without the right to write the
         record (not root) kpctl cannot add the probe either, and says why then."""
-        path = self._file(group, event)
         pid = os.getpid()
+        self._write(group, event, {"what": what, "pid": pid, "start": start_time(pid, self.proc)})
+
+    def claim_for_set(self, group: str, event: str, probe_set: str, owner: str | None) -> None:
+        """group/event belongs to probe_set (made by owner, a team or a person) until
+        the set is deleted."""
+        what = f"set {probe_set}" + (f" ({owner})" if owner else "")
+        self._write(group, event, {"what": what, "pid": None, "start": None, "set": probe_set})
+
+    def _write(self, group: str, event: str, record: dict[str, object]) -> None:
+        path = self._file(group, event)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"what": what, "pid": pid, "start": start_time(pid, self.proc)}))
+            path.write_text(json.dumps(record))
         except PermissionError:
             pass
 
@@ -71,7 +83,7 @@ class Owners:
             record = json.loads(self._file(group, event).read_text())
         except (OSError, ValueError):
             return None
-        return Owner(record["what"], record["pid"], record["start"])
+        return Owner(record["what"], record["pid"], record["start"], record.get("set"))
 
     def orphans(self) -> list[tuple[str, str, Owner]]:
         """(group, event, owner) of every record whose owner is gone."""
@@ -83,3 +95,11 @@ class Owners:
             if owner is not None and not owner.alive(self.proc):
                 found.append((path.parent.name, path.name, owner))
         return found
+
+    def members(self, group: str, probe_set: str) -> list[str]:
+        """The events of group that probe_set owns."""
+        directory = self.root / group
+        if not directory.is_dir():
+            return []
+        return sorted(p.name for p in directory.iterdir()
+                      if (owner := self.owner(group, p.name)) is not None and owner.probe_set == probe_set)

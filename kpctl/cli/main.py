@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 import click
 
@@ -750,6 +750,57 @@ def gc(as_json: bool) -> None:
         print_json({"removed": removed})
     elif not removed:
         click.echo("nothing to remove", err=True)
+
+
+@cli.command()
+@click.option("--file", "-f", "path", type=click.File("r"), required=True, help="The probe set, YAML ('-': stdin).")
+@click.option("--prune", is_flag=True, help="Also remove the set's probes that the file no longer names.")
+@click.option("--delete", is_flag=True, help="Remove every probe of the set instead.")
+@click.option("--dry-run", is_flag=True, help="Say what would change, and change nothing.")
+@click.option("--diff", is_flag=True, help="Also print the changed definitions: '-' the kernel's, '+' the file's.")
+@json_option
+def apply(path: TextIO, prune: bool, delete: bool, dry_run: bool, diff: bool, as_json: bool) -> None:
+    """Make the kernel's probes match a probe set's file, idempotently.
+
+    Missing probes are added, changed ones replaced, and with --prune the set's probes
+    that the file no longer names are removed; a second apply changes nothing and says
+    so. The set owns its probes (kpctl list shows it) until apply --delete. A bad file
+    changes nothing; a change the kernel refuses undoes those before it. --json prints
+    {"set", "changed", "added", "replaced", "removed", "enabled", "disabled",
+    "unchanged"} for automation. The file's fields are in the README.
+
+    \b
+    Examples:
+      sudo kpctl apply -f slow-reads.yaml
+      sudo kpctl apply -f slow-reads.yaml --prune --diff --dry-run
+      sudo kpctl apply --delete -f slow-reads.yaml
+    """
+    from kpctl import apply as applying
+    from kpctl.owners import Owners
+    from kpctl.probeset import parse_probe_set
+    from kpctl.signals import signals_ignored
+
+    probe_set = parse_probe_set(path.read(), path.name)
+    manager = open_probes(probe_set.group)
+    owners = Owners()
+    if dry_run:
+        result = applying.plan(manager, owners, probe_set, prune, delete)
+    else:
+        with signals_ignored():  # all or nothing: Ctrl-C waits for the last change
+            result = applying.apply(manager, owners, probe_set, prune, delete)
+    if diff and not as_json:
+        for line in result.diff():
+            click.echo(line)
+    if as_json:
+        print_json({**result.as_json(), "dry_run": dry_run, **({"diff": result.diff()} if diff else {})})
+        return
+    would = "would be " if dry_run else ""
+    for done in ("added", "replaced", "removed", "enabled", "disabled"):
+        for name in getattr(result, done):
+            click.echo(f"{would}{done} {probe_set.group}/{name}")
+    if not result.changed:
+        n = len(result.unchanged)
+        click.echo(f"set {probe_set.name}: no change ({n} probe{'s' * (n != 1)} as the file says)")
 
 
 @cli.command()

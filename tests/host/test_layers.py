@@ -14,13 +14,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "kpctl"
 # needs a place here.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("kpctl", "kpctl.inspect", "kpctl.aggregation", "kpctl.errors", "kpctl.features", "kpctl.signals"),  # packages: docstrings only
-    ("kpctl.model", "kpctl.symbols", "kpctl.histograms", "kpctl.metrics", "kpctl.owners"),
+    ("kpctl.model", "kpctl.symbols", "kpctl.histograms", "kpctl.metrics", "kpctl.owners", "kpctl.probeset"),
     ("kpctl.hits", "kpctl.tracefs", "kpctl.aggregation.counts"),
     ("kpctl.watch", "kpctl.kmod", "kpctl.kmod.*", "kpctl.inspect.kcore", "kpctl.inspect.disasm", "kpctl.inspect.report"),
     ("kpctl.backends", "kpctl.backends.*"),
     ("kpctl.registry",),
     ("kpctl.manager",),
-    ("kpctl.gc", "kpctl.aggregation.*", "kpctl.inspect.*"),
+    ("kpctl.gc", "kpctl.apply", "kpctl.aggregation.*", "kpctl.inspect.*"),
     ("kpctl.doctor", "kpctl.counting"),
     ("kpctl.cli", "kpctl.cli.*", "kpctl.__main__"),
 )
