@@ -216,3 +216,10 @@ def test_latency_in_millis_split_by_comm(tracefs: Tracefs) -> None:
     assert tables["python3"]["unit"] == "msecs" and tables["python3"]["by"] == "comm"
     buckets = {(b["low"], b["high"]): b["calls"] for b in tables["python3"]["buckets"]}
     assert buckets.get((9, 16), 0) >= 6, buckets  # 10 ms and a little
+
+
+def test_a_glob_over_more_functions_than_max_probes_is_refused_before_any_probe(tracefs: Tracefs, engine: str) -> None:
+    proc = count(engine, "vfs_*", "--max-probes", "3", "-d", "1")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and out == ""
+    assert "probes asked for, more than --max-probes 3" in err  # the fixture checks that no kprobe was made

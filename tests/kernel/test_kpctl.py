@@ -525,7 +525,8 @@ def test_gc_removes_what_sigkilled_kpctls_left(backend: TracefsBackend, tracefs:
     _wait_until_watching(trace)
     [row] = [r for r in json.loads(CliRunner().invoke(cli, ["list", "--json"]).stdout) if r["name"] == "kt_killed"]
     assert row["owner"] == f"trace (pid {trace.pid})"
-    count = subprocess.Popen([sys.executable, "-m", "kpctl", "count", "vfs_read", "vfs_write"], cwd=CHECKOUT,
+    count = subprocess.Popen([sys.executable, "-m", "kpctl", "count", "--engine", "tracefs", "vfs_read", "vfs_write"],
+                             cwd=CHECKOUT,
                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert count.stderr is not None and "Ctrl-C ends" in count.stderr.readline()
     for proc in (trace, count):
