@@ -69,7 +69,7 @@ vagrant-boxes: setup
 	bash vagrant/build-box.sh x86_64 6.1
 	bash vagrant/build-box.sh arm64 6.1
 
-vagrant-test: setup
+vagrant-test: setup venv
 	bash vagrant/smoke.sh x86_64 arm64
 
 # Benchmarks print numbers (no pass/fail): watch's parser and start-up here, adding 500

@@ -1,6 +1,7 @@
 #!/bin/bash
 # The Vagrant job of `make test`, per arch: build (or reuse) the box, `vagrant up` with
-# provisioning, a kpctl smoke run over `vagrant ssh`, destroy.
+# provisioning, a kpctl smoke run over `vagrant ssh`, the Ansible playbook of
+# examples/ansible (ansible-check.sh), destroy.
 #
 #   smoke.sh ARCH...
 set -euo pipefail
@@ -18,7 +19,8 @@ for arch in "$@"; do
         sudo kpctl watch --count 3
         sudo kpctl list
         sudo kpctl rm --all'
+    bash ansible-check.sh "$arch"
     vagrant destroy -f "$arch" >/dev/null
     trap - EXIT
-    echo "vagrant: $arch: up, provision, smoke run and destroy passed in $((SECONDS - started)) s"
+    echo "vagrant: $arch: up, provision, smoke run, Ansible and destroy passed in $((SECONDS - started)) s"
 done
