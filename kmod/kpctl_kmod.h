@@ -13,6 +13,8 @@
 #define KPCTL_MAXACTIVE_MAX	4096	/* kretprobe instances per probe */
 #define KPCTL_MAX_PROBES_LIMIT	4096	/* upper bound of the max_probes parameter */
 #define KPCTL_MAX_INSTANCES_LIMIT	(1 << 20)	/* upper bound of max_instances */
+#define KPCTL_BENCH_MAX		100000000	/* iterations of one KPCTL_CMD_BENCH */
+#define KPCTL_BENCH_TARGET	"kpctl_bench_target"	/* what KPCTL_CMD_BENCH calls */
 
 enum kpctl_cmd {
 	KPCTL_CMD_UNSPEC,
@@ -21,6 +23,7 @@ enum kpctl_cmd {
 	KPCTL_CMD_ENABLE,	/* ID */
 	KPCTL_CMD_DISABLE,	/* ID */
 	KPCTL_CMD_GET,		/* ID, or a dump of every probe */
+	KPCTL_CMD_BENCH,	/* ITERATIONS: call the bench target; reply ELAPSED_NS */
 	__KPCTL_CMD_MAX,
 };
 
@@ -46,6 +49,8 @@ enum kpctl_attr {
 	KPCTL_A_NMISSED,	/* u64, kprobe.nmissed: hits skipped on reentry */
 	KPCTL_A_RET_NMISSED,	/* u64, kretprobe.nmissed: no free instance */
 	KPCTL_A_FLAGS,		/* u32, KPROBE_FLAG_* of the probe */
+	KPCTL_A_ITERATIONS,	/* u32, 1..KPCTL_BENCH_MAX calls of the bench target */
+	KPCTL_A_ELAPSED_NS,	/* u64, their time (reply only) */
 	__KPCTL_A_MAX,
 };
 #define KPCTL_A_MAX (__KPCTL_A_MAX - 1)

@@ -118,6 +118,12 @@ class KmodClient:
     def disable(self, probe_id: int) -> None:
         self._request(f"cannot disable probe {probe_id}", id_request(Cmd.DISABLE, probe_id))
 
+    def bench(self, iterations: int) -> int:
+        """Nanoseconds the module took to call its bench target iterations times."""
+        (reply,) = self._request("cannot run the bench driver",
+                                 request(Cmd.BENCH, [("KPCTL_A_ITERATIONS", iterations)]))
+        return int(reply.get_attr("KPCTL_A_ELAPSED_NS"))
+
     def get(self, probe_id: int) -> KmodProbe:
         (reply,) = self._request(f"cannot get probe {probe_id}", id_request(Cmd.GET, probe_id))
         return probe_from_msg(reply)

@@ -15,6 +15,8 @@ FAMILY = "kpctl"
 VERSION = 1
 NAME_MAX = 63
 MAXACTIVE_MAX = 4096
+BENCH_MAX = 100_000_000
+BENCH_TARGET = "kpctl_bench_target"
 
 
 class Cmd(IntEnum):
@@ -23,6 +25,7 @@ class Cmd(IntEnum):
     ENABLE = 3
     DISABLE = 4
     GET = 5
+    BENCH = 6
 
 
 class Kind(IntEnum):
@@ -61,6 +64,8 @@ class KpctlMsg(genlmsg):  # type: ignore[misc]  # pyroute2 has no type informati
         ("KPCTL_A_NMISSED", "uint64"),
         ("KPCTL_A_RET_NMISSED", "uint64"),
         ("KPCTL_A_FLAGS", "uint32"),
+        ("KPCTL_A_ITERATIONS", "uint32"),
+        ("KPCTL_A_ELAPSED_NS", "uint64"),
     )
 
 

@@ -54,6 +54,16 @@ def test_commands_and_kinds_match_the_module() -> None:
     assert [f"KPCTL_KIND_{k.name}" for k in Kind] == c_enum("kpctl_kind")
 
 
+def test_limits_match_the_module() -> None:
+    from kpctl.kmod import messages
+
+    header = (ROOT / "kmod" / "kpctl_kmod.h").read_text()
+    defines = dict(re.findall(r"^#define (KPCTL_\w+)\s+(\S+)", header, re.M))
+    assert (int(defines["KPCTL_NAME_MAX"]), int(defines["KPCTL_MAXACTIVE_MAX"]), int(defines["KPCTL_BENCH_MAX"])) == (
+        messages.NAME_MAX, messages.MAXACTIVE_MAX, messages.BENCH_MAX)
+    assert defines["KPCTL_BENCH_TARGET"] == f'"{messages.BENCH_TARGET}"'
+
+
 def split(data: bytes) -> list[bytes]:
     messages, offset = [], 0
     while offset < len(data):
