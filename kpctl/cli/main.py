@@ -830,6 +830,55 @@ def funcs(pattern: str, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--calls", "-n", type=click.IntRange(1, 100_000_000), default=100_000, show_default=True,
+              help="Calls of the probed function per run.")
+@click.option("--runs", "-r", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="Runs per mechanism (the median counts).")
+@json_option
+def bench(calls: int, runs: int, as_json: bool) -> None:
+    """What one hit of each probe mechanism costs on this kernel, side by side.
+
+    A driver calls one function N times: the bundled module's (kpctl kmod build; bench
+    loads and unloads it if need be), or else getpgid() from here. Each mechanism in
+    turn (ftrace, fprobe, kprobes at +0 and at an offset as int3/BRK and jump-optimized,
+    kretprobes, the module's, BPF's through bcc) is set up on that function, timed, and
+    checked: its own hit count against the calls made, and the kprobe's state. Rows
+    the kernel cannot do say why. Everything is removed afterwards, Ctrl-C included;
+    the optimization sysctl is restored.
+
+    \b
+    Examples:
+      sudo kpctl bench
+      sudo kpctl bench -n 1000000 -r 7 --json
+    """
+    from dataclasses import asdict
+
+    from kpctl.bench import Bench, context, open_driver, rows_as_table, run_bench
+    from kpctl.signals import StopRequested, stop_on_sigterm
+
+    tracefs = open_tracefs()
+    driver, close = open_driver(tracefs)
+    try:
+        about = context(driver)
+        if not as_json:
+            for key, value in asdict(about).items():
+                click.echo(f"{key + ':':<16}{value}")
+        progress = (lambda name: click.echo(f"kpctl: timing {name}...", err=True)) if sys.stderr.isatty() else None
+        with stop_on_sigterm():
+            try:
+                rows = run_bench(Bench(tracefs, driver, calls, runs), say=progress)
+            except StopRequested:
+                raise KpctlError("stopped: everything it set up is removed") from None
+    finally:
+        close()
+    if as_json:
+        print_json({"context": asdict(about), "calls": calls, "runs": runs,
+                    "rows": [{**asdict(r), "checked": r.checked} for r in rows]})
+    else:
+        print_table(rows_as_table(rows), ["mechanism", "ns/hit", "spread", "x baseline", "hits", "what"])
+
+
+@cli.command()
 @json_option
 def doctor(as_json: bool) -> None:
     """Check what kpctl needs on this machine, and how to fix what is missing.

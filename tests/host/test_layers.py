@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("kpctl.backends", "kpctl.backends.*"),
     ("kpctl.registry",),
     ("kpctl.manager",),
-    ("kpctl.gc", "kpctl.apply", "kpctl.aggregation.*", "kpctl.inspect.*"),
+    ("kpctl.gc", "kpctl.apply", "kpctl.bench", "kpctl.aggregation.*", "kpctl.inspect.*"),
     ("kpctl.doctor", "kpctl.counting"),
     ("kpctl.cli", "kpctl.cli.*", "kpctl.__main__"),
 )

@@ -1,0 +1,472 @@
+"""`kpctl bench`: what one hit of each probe mechanism costs on the running kernel.
+
+A driver makes hits cheaply and countably: the bundled module calls a noinline function
+of its own N times in the kernel (KPCTL_CMD_BENCH) and says how long that took; where
+the module cannot be loaded, a loop of getpgid() calls from here is the driver, and the
+probed function is the syscall's. Each mechanism is set up on the driver's function,
+timed over several runs, checked (its own hit count against the calls made, and the
+kprobe's state in debug/kprobes/list against what the row claims) and removed, however
+the bench ends. The optimization sysctl is restored.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kpctl.backends.tracefs import TracefsBackend
+from kpctl.errors import KpctlError
+from kpctl.inspect.arm import OPTIMIZATION_SYSCTL
+from kpctl.model import Probe, Target
+from kpctl.tracefs import Tracefs
+
+KPROBES_LIST = Path("/sys/kernel/debug/kprobes/list")
+_OFFSETS = range(1, 48)  # where an offset probe may go: the first the kernel takes past the entry
+
+
+class NotMeasured(Exception):
+    """This mechanism cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Row:
+    mechanism: str
+    ns_per_hit: float | None  # median above the unprobed run's, per call
+    spread: float | None  # max - min of the runs, per call
+    ratio: float | None  # the median run against the unprobed one
+    hits: int | None  # what the mechanism counted
+    expected: int | None  # the calls it should have counted
+    detail: str  # what the kprobe was (from debug/kprobes/list), or why it was not measured
+
+    @property
+    def checked(self) -> bool | None:
+        return None if self.hits is None or self.expected is None else self.hits == self.expected
+
+
+@dataclass(frozen=True)
+class Context:
+    kernel: str
+    arch: str
+    cpu: str
+    virtualization: str
+    mitigations: str
+    driver: str
+
+
+class Driver:
+    """Calls of the probed function: run(n) makes n of them and returns the ns taken."""
+    symbol: str  # the function, as kallsyms names it
+    module: str | None  # its module, for tracefs's MODULE:SYMBOL
+    description: str
+
+    def run(self, calls: int) -> int:
+        raise NotImplementedError
+
+
+class ModuleDriver(Driver):
+    def __init__(self, client: Any) -> None:
+        from kpctl.kmod import MODULE
+        from kpctl.kmod.messages import BENCH_TARGET
+
+        self.client = client
+        self.symbol, self.module = BENCH_TARGET, MODULE
+        self.description = f"{MODULE} calls {BENCH_TARGET}() in a loop in the kernel"
+
+    def run(self, calls: int) -> int:
+        return int(self.client.bench(calls))
+
+
+class SyscallDriver(Driver):
+    def __init__(self, symbol: str, why: str) -> None:
+        self.symbol, self.module = symbol, None
+        self.description = f"a getpgid() loop from user space, probes on {symbol} ({why})"
+
+    def run(self, calls: int) -> int:
+        started = time.perf_counter_ns()
+        for _ in range(calls):
+            os.getpgid(0)
+        return time.perf_counter_ns() - started
+
+
+@dataclass
+class Bench:
+    tracefs: Tracefs
+    driver: Driver
+    calls: int
+    runs: int
+    group: str = f"kpctl_bench_{os.getpid()}"
+    offset: int | None = None  # of offset probes, found once
+
+    @property
+    def instance(self) -> str:
+        return f"instances/{self.group}"
+
+    @property
+    def target(self) -> Target:
+        return Target(symbol=self.driver.symbol, module=self.driver.module)
+
+    def timed(self) -> list[float]:
+        """ns per call of each run, after one run that warms caches."""
+        self.driver.run(self.calls)
+        return [self.driver.run(self.calls) / self.calls for _ in range(self.runs)]
+
+    @property
+    def made(self) -> int:
+        """The calls timed() makes."""
+        return self.calls * (self.runs + 1)
+
+
+# A mechanism: set up for the block, which yields (hit counter, what the kprobe was).
+Setup = Callable[[Bench], AbstractContextManager[tuple[Callable[[], int], str]]]
+
+
+def kprobe_flags(symbol: str, offset: int = 0) -> list[list[str]]:
+    """Each kprobe at symbol+offset in debug/kprobes/list: its kind and flags."""
+    try:
+        lines = KPROBES_LIST.read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split()
+        # "ADDR  k  SYM+0xOFF MODULE [FLAG]...": the module, when there is one, unbracketed
+        if len(fields) >= 3 and fields[2] == f"{symbol}+{offset:#x}":
+            found.append([fields[1], *(f.strip("[]") for f in fields[3:] if f.startswith("["))])
+    return found
+
+
+@contextmanager
+def _tracefs_probe(bench: Bench, kind: str, offset: int = 0, enable: bool = True) -> Iterator[TracefsBackend]:
+    backend = TracefsBackend(bench.tracefs, group=bench.group, instance=bench.instance)
+    bench.tracefs.make_instance(bench.instance)
+    probe = Probe("r" if kind == "r" else "p", Target(bench.target.symbol, offset, bench.target.module),
+                  event="bench", group=bench.group)
+    backend.add([probe], enable=enable)
+    try:
+        yield backend
+    finally:
+        backend.remove(["bench"])
+
+
+def _profile_hits(backend: TracefsBackend) -> int:
+    return sum(s.hits for s in backend.stats())
+
+
+def _described(bench: Bench, offset: int, claim: str | None) -> str:
+    """The kprobe's flags; NotMeasured when they are not what the row claims."""
+    states = kprobe_flags(bench.driver.symbol, offset)
+    if not states and offset == 0:  # moved past the entry's landing pad (x86 ENDBR: +4)
+        states = next((found for moved in range(1, 16) if (found := kprobe_flags(bench.driver.symbol, moved))), [])
+    flags = sorted({f for state in states for f in state[1:]})
+    if claim is not None and claim not in flags:
+        raise NotMeasured(f"the kprobe is {' '.join(flags) or 'a plain kprobe'}, not {claim}")
+    return " ".join(flags) or "int3/BRK"
+
+
+@contextmanager
+def entry_kprobe(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
+    with _tracefs_probe(bench, "p") as backend:
+        yield (lambda: _profile_hits(backend)), _described(bench, 0, None)
+
+
+@contextmanager
+def return_kprobe(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
+    with _tracefs_probe(bench, "r") as backend:
+        yield (lambda: _profile_hits(backend)), _described(bench, 0, None)
+
+
+@contextmanager
+def disabled_event(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
+    with _tracefs_probe(bench, "p", enable=False) as backend:
+        yield (lambda: _profile_hits(backend)), "defined, never enabled"
+
+
+def _probe_offset(bench: Bench) -> int:
+    """The first offset past the entry where the kernel takes a kprobe that is not on
+    the ftrace site (an x86 probe must sit on an instruction boundary)."""
+    if bench.offset is not None:
+        return bench.offset
+    for offset in _OFFSETS:
+        try:
+            with _tracefs_probe(bench, "p", offset, enable=False):
+                if "FTRACE" in _described(bench, offset, None):
+                    continue
+        except KpctlError:
+            continue
+        bench.offset = offset
+        return offset
+    raise NotMeasured(f"no offset in {bench.driver.symbol} took a kprobe")
+
+
+@contextmanager
+def _optimization(value: str) -> Iterator[None]:
+    try:
+        before = OPTIMIZATION_SYSCTL.read_text().strip()
+    except OSError:
+        raise NotMeasured("this kernel has no jump optimization (no debug.kprobes-optimization)") from None
+    OPTIMIZATION_SYSCTL.write_text(value)
+    try:
+        yield
+    finally:
+        OPTIMIZATION_SYSCTL.write_text(before)
+
+
+@contextmanager
+def offset_kprobe(bench: Bench, optimized: bool) -> Iterator[tuple[Callable[[], int], str]]:
+    offset = _probe_offset(bench)
+    with _optimization("1" if optimized else "0"), _tracefs_probe(bench, "p", offset) as backend:
+        if optimized:  # the optimizer runs a few jiffies after arming: wait for it
+            deadline = time.monotonic() + 10
+            while "OPTIMIZED" not in _described(bench, offset, None) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            what = _described(bench, offset, "OPTIMIZED")
+        else:
+            what = _described(bench, offset, None)
+            if "OPTIMIZED" in what or "FTRACE" in what:
+                raise NotMeasured(f"the kprobe is {what}")
+        yield (lambda: _profile_hits(backend)), f"+{offset:#x} {what}"
+
+
+@contextmanager
+def function_tracer(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
+    tracefs = bench.tracefs
+    tracefs.make_instance(bench.instance)
+    if not tracefs.path(f"{bench.instance}/set_ftrace_filter").exists():
+        raise NotMeasured("instances have no function tracer here (CONFIG_FUNCTION_TRACER)")
+    try:
+        tracefs.write_value(f"{bench.instance}/set_ftrace_filter", bench.driver.symbol)
+        tracefs.write_value(f"{bench.instance}/current_tracer", "function")
+    except KpctlError as e:
+        raise NotMeasured(f"the function tracer refused {bench.driver.symbol}: {e.message}") from None
+    try:
+        yield (lambda: _buffer_writes(tracefs, bench.instance)), "ftrace function tracer"
+    finally:
+        tracefs.write_value(f"{bench.instance}/current_tracer", "nop")
+        tracefs.write_value(f"{bench.instance}/set_ftrace_filter", "")
+
+
+def _buffer_writes(tracefs: Tracefs, instance: str) -> int:
+    """Events written to an instance's buffer: those in it and those overwritten."""
+    total = 0
+    for stats in tracefs.path(f"{instance}/per_cpu").glob("cpu*/stats"):
+        for line in stats.read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("entries", "overrun"):
+                total += int(value)
+    return total
+
+
+@contextmanager
+def fprobe_event(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
+    tracefs = bench.tracefs
+    if "f[:[<group>/][<event>]]" not in tracefs.readme:
+        raise NotMeasured("this kernel has no fprobe events (f:, CONFIG_FPROBE_EVENTS)")
+    tracefs.make_instance(bench.instance)
+    tracefs.append_command("dynamic_events", f"f:{bench.group}/fentry {bench.driver.symbol}")
+    try:
+        tracefs.write_value(f"{bench.instance}/events/{bench.group}/fentry/enable", "1")
+        try:
+            yield (lambda: _buffer_writes(tracefs, bench.instance)), "fprobe (ftrace-based)"
+        finally:
+            tracefs.write_value(f"{bench.instance}/events/{bench.group}/fentry/enable", "0")
+    finally:
+        tracefs.append_command("dynamic_events", f"-:{bench.group}/fentry")
+
+
+def module_probe(is_return: bool) -> Setup:
+    @contextmanager
+    def setup(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
+        if not isinstance(bench.driver, ModuleDriver):
+            raise NotMeasured("the module is not loaded")
+        from kpctl.kmod.messages import Kind
+
+        client = bench.driver.client
+        probe = client.add(bench.driver.symbol, f"{bench.group}_{int(is_return)}",
+                           kind=Kind.RETURN if is_return else Kind.ENTRY)
+        try:
+            def hits() -> int:
+                got = client.get(probe.id)
+                return int(got.ret_hits if is_return else got.hits)
+
+            yield hits, _described(bench, 0, None)
+        finally:
+            client.remove(probe.id)
+    return setup
+
+
+_BPF_COUNTER = """
+BPF_ARRAY(kpctl_hits, u64, 1);
+int kpctl_count(void *ctx) {
+    u32 key = 0;
+    u64 *n = kpctl_hits.lookup(&key);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    return 0;
+}
+"""
+
+
+def bpf_probe(kind: str) -> Setup:
+    @contextmanager
+    def setup(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
+        try:
+            import bcc
+        except ImportError:
+            raise NotMeasured("bcc is not installed for this Python (python3-bpfcc)") from None
+        symbol = bench.driver.symbol
+        text = _BPF_COUNTER
+        if kind in ("fentry", "fexit"):
+            if not bcc.BPF.support_kfunc():
+                raise NotMeasured("this kernel or bcc has no fentry/fexit (BPF trampolines)")
+            if bench.driver.module and not Path(f"/sys/kernel/btf/{bench.driver.module}").exists():
+                raise NotMeasured(f"{bench.driver.module} has no BTF (an out-of-tree build without pahole)")
+            macro = "KFUNC_PROBE" if kind == "fentry" else "KRETFUNC_PROBE"
+            text = text.replace("int kpctl_count(void *ctx) {", f"{macro}({symbol}) {{")
+        try:
+            program = bcc.BPF(text=text)
+            if kind == "kprobe":
+                program.attach_kprobe(event=symbol, fn_name="kpctl_count")
+            elif kind == "kretprobe":
+                program.attach_kretprobe(event=symbol, fn_name="kpctl_count")
+        except Exception as e:  # bcc raises plain Exceptions
+            raise NotMeasured(f"bcc could not attach a {kind}: {e}") from None
+        try:
+            def hits() -> int:
+                table = program["kpctl_hits"]
+                return int(table[table.Key(0)].value)
+
+            yield hits, (_described(bench, 0, None) if kind.startswith("k") else "BPF trampoline")
+        finally:
+            program.cleanup()
+    return setup
+
+
+MECHANISMS: tuple[tuple[str, Setup | None], ...] = (
+    ("no probe (baseline)", None),
+    ("kprobe event, disabled", disabled_event),
+    ("ftrace function tracer", function_tracer),
+    ("fprobe event (f:)", fprobe_event),
+    ("kprobe at +0 (tracefs)", entry_kprobe),
+    ("kprobe at an offset, int3/BRK", lambda bench: offset_kprobe(bench, optimized=False)),
+    ("kprobe at an offset, optimized", lambda bench: offset_kprobe(bench, optimized=True)),
+    ("kretprobe (tracefs)", return_kprobe),
+    ("kprobe (module)", module_probe(False)),
+    ("kretprobe (module)", module_probe(True)),
+    ("BPF kprobe", bpf_probe("kprobe")),
+    ("BPF kretprobe", bpf_probe("kretprobe")),
+    ("BPF fentry", bpf_probe("fentry")),
+    ("BPF fexit", bpf_probe("fexit")),
+)
+
+
+def run_bench(bench: Bench, say: Callable[[str], None] | None = None) -> list[Row]:
+    """Every mechanism's row; what is set up for one is gone before the next."""
+    baseline = bench.timed()
+    base = statistics.median(baseline)
+    rows = [Row(MECHANISMS[0][0], 0.0, max(baseline) - min(baseline), 1.0, None, None, bench.driver.description)]
+    try:
+        for name, setup in MECHANISMS[1:]:
+            assert setup is not None
+            if say:
+                say(name)
+            try:
+                with setup(bench) as (hits, detail):
+                    before = hits()
+                    times = bench.timed()
+                    counted = hits() - before
+            except NotMeasured as e:
+                rows.append(Row(name, None, None, None, None, None, str(e)))
+                continue
+            median = statistics.median(times)
+            expected = 0 if setup is disabled_event else bench.made
+            rows.append(Row(name, median - base, max(times) - min(times), median / base, counted, expected, detail))
+    finally:
+        if bench.tracefs.path(bench.instance).exists():
+            bench.tracefs.remove_instance(bench.instance)
+    return rows
+
+
+def context(driver: Driver, root: Path = Path("/")) -> Context:
+    """What a reader needs to trust the numbers."""
+    def read(path: str) -> str:
+        try:
+            return (root / path).read_text().strip()
+        except OSError:
+            return ""
+
+    cpuinfo = read("proc/cpuinfo")
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                if line.split(":", 1)[0].strip() in ("model name", "Hardware")), "") or platform.processor() or "unknown"
+    vendor = " ".join(filter(None, (read("sys/class/dmi/id/sys_vendor"), read("sys/class/dmi/id/product_name"))))
+    model = read("proc/device-tree/model").rstrip("\0")
+    hypervisor = " hypervisor" in cpuinfo or "QEMU" in vendor or "dummy-virt" in model or "QEMU" in cpu
+    emulated = "QEMU" in cpu or ("QEMU" in vendor and " hypervisor" not in cpuinfo) or "dummy-virt" in model
+    if emulated:
+        virtualization = (f"emulated ({vendor or model or cpu}): absolute times are not those of hardware; "
+                          f"compare the ratios")
+    elif hypervisor:
+        virtualization = f"virtual machine ({vendor or 'hypervisor'})"
+    else:
+        virtualization = "none detected"
+    vulnerabilities = root / "sys/devices/system/cpu/vulnerabilities"
+    mitigated = []
+    for entry in sorted(vulnerabilities.glob("*")) if vulnerabilities.is_dir() else []:
+        state = read(str(entry.relative_to(root)))
+        if not state.startswith("Not affected"):
+            mitigated.append(f"{entry.name}: {state}")
+    return Context(platform.release(), platform.machine(), cpu, virtualization,
+                   "; ".join(mitigated) or "none reported", driver.description)
+
+
+def open_driver(tracefs: Tracefs) -> tuple[Driver, Callable[[], None]]:
+    """The module's driver (loading the module if it is built and not loaded), or the
+    syscall loop, and what undoes the choice."""
+    from kpctl.kmod import is_loaded
+
+    loaded_here = False
+    why = ""
+    if not is_loaded():
+        try:
+            from kpctl.kmod import loader
+
+            loader.load()
+            loaded_here = True
+        except KpctlError as e:
+            why = f"the module could not be loaded: {e.message}"
+    if not why:
+        from kpctl.kmod.client import KmodClient
+
+        client = KmodClient()
+
+        def close() -> None:
+            client.close()
+            if loaded_here:
+                from kpctl.kmod import loader
+
+                loader.unload()
+        return ModuleDriver(client), close
+    symbol = next((f"{prefix}getpgid" for prefix in ("__x64_sys_", "__arm64_sys_", "sys_")
+                   if tracefs.symbols.functions_named(f"{prefix}getpgid", None)), "sys_getpgid")
+    return SyscallDriver(symbol, why), lambda: None
+
+
+def rows_as_table(rows: Sequence[Row]) -> list[dict[str, str]]:
+    shown = []
+    for row in rows:
+        measured = row.ns_per_hit is not None
+        check = "" if row.checked is None else ("ok" if row.checked else f"{row.hits} of {row.expected}")
+        shown.append({
+            "mechanism": row.mechanism,
+            "ns/hit": f"{row.ns_per_hit:.0f}" if measured else "-",
+            "spread": f"{row.spread:.0f}" if row.spread is not None else "-",
+            "x baseline": f"{row.ratio:.2f}" if row.ratio is not None else "-",
+            "hits": check,
+            "what": row.detail if measured else f"not measured: {row.detail}",
+        })
+    return shown

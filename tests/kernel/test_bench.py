@@ -1,0 +1,72 @@
+"""kpctl bench on a real kernel: every row it measures counted exactly the calls it
+made and was the kind of kprobe it claims; rows the kernel cannot do say why; nothing
+it set up is left, and the optimization sysctl is as it was."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from kmod_fixtures import KmodClient, kmod  # noqa: F401 (a fixture)
+
+from kpctl.inspect.arm import OPTIMIZATION_SYSCTL
+from kpctl.kmod import build, loader
+from kpctl.tracefs import Tracefs, find_tracefs
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+X86 = platform.machine() == "x86_64"
+
+
+def bench(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "kpctl", "bench", "--json", "-n", "2000", "-r", "2", *args],
+                          cwd=CHECKOUT, text=True, capture_output=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def nothing_left(tracefs: Tracefs) -> None:
+    assert "kpctl_bench" not in tracefs.read("dynamic_events")
+    assert not [d for d in tracefs.path("instances").iterdir() if d.name.startswith("kpctl_bench")]
+
+
+def test_every_measured_row_counted_every_call(kmod: KmodClient) -> None:  # noqa: F811
+    tracefs = Tracefs(find_tracefs())
+    sysctl = OPTIMIZATION_SYSCTL.read_text() if OPTIMIZATION_SYSCTL.exists() else None
+    result = bench()
+    rows = {r["mechanism"]: r for r in result["rows"]}
+    assert result["context"]["driver"].startswith("kpctl_kmod calls kpctl_bench_target() in a loop")
+    measured = [r for r in result["rows"][1:] if r["ns_per_hit"] is not None]
+    assert all(r["checked"] for r in measured), measured
+    for name in ("kprobe event, disabled", "kprobe at +0 (tracefs)", "kprobe at an offset, int3/BRK",
+                 "kretprobe (tracefs)", "kprobe (module)", "kretprobe (module)", "BPF kprobe", "BPF kretprobe",
+                 "ftrace function tracer"):
+        assert rows[name]["ns_per_hit"] is not None, rows[name]
+    if X86:
+        assert "FTRACE" in rows["kprobe at +0 (tracefs)"]["detail"]
+        assert "OPTIMIZED" in rows["kprobe at an offset, optimized"]["detail"], rows["kprobe at an offset, optimized"]
+    else:
+        assert rows["kprobe at an offset, optimized"]["detail"].startswith("this kernel has no jump optimization")
+    assert rows["BPF fentry"]["ns_per_hit"] is None and rows["BPF fentry"]["detail"]  # no BTF for the module
+    nothing_left(tracefs)
+    assert (OPTIMIZATION_SYSCTL.read_text() if OPTIMIZATION_SYSCTL.exists() else None) == sysctl
+    assert kmod.dump() == [], "the module's bench probes were left"
+
+
+def test_without_the_module_a_syscall_loop_drives(kmod: KmodClient) -> None:  # noqa: F811
+    loader.unload()
+    moved = build.build_dir(build.kernel_release()) / "kpctl_kmod.ko"
+    aside = moved.with_suffix(".aside")
+    moved.rename(aside)  # bench must not load it either
+    try:
+        result = bench()
+    finally:
+        aside.rename(moved)
+        loader.load(moved)
+    assert result["context"]["driver"].startswith("a getpgid() loop from user space")
+    rows = {r["mechanism"]: r for r in result["rows"]}
+    assert rows["kprobe at +0 (tracefs)"]["checked"], rows["kprobe at +0 (tracefs)"]
+    assert rows["kprobe (module)"]["detail"] == "the module is not loaded"
+    nothing_left(Tracefs(find_tracefs()))
+
