@@ -11,6 +11,12 @@
 
 #include "kpctl_internal.h"
 
+/* Beyond what NLA_POLICY_RANGE's s16 bounds hold: a range of its own. */
+static const struct netlink_range_validation kpctl_bench_range = {
+	.min = 1,
+	.max = KPCTL_BENCH_MAX,
+};
+
 static const struct nla_policy kpctl_policy[KPCTL_A_MAX + 1] = {
 	[KPCTL_A_ID]		= NLA_POLICY_MIN(NLA_U32, 1),
 	[KPCTL_A_NAME]		= { .type = NLA_NUL_STRING, .len = KPCTL_NAME_MAX },
@@ -19,7 +25,7 @@ static const struct nla_policy kpctl_policy[KPCTL_A_MAX + 1] = {
 	[KPCTL_A_KIND]		= NLA_POLICY_MAX(NLA_U8, KPCTL_KIND_RETURN),
 	[KPCTL_A_MAXACTIVE]	= NLA_POLICY_RANGE(NLA_U32, 1, KPCTL_MAXACTIVE_MAX),
 	[KPCTL_A_ENABLED]	= NLA_POLICY_MAX(NLA_U8, 1),
-	[KPCTL_A_ITERATIONS]	= NLA_POLICY_RANGE(NLA_U32, 1, KPCTL_BENCH_MAX),
+	[KPCTL_A_ITERATIONS]	= NLA_POLICY_FULL_RANGE(NLA_U32, &kpctl_bench_range),
 	/* The rest only appear in replies; strict validation rejects them in requests. */
 };
 
