@@ -72,9 +72,12 @@ vagrant-boxes: setup
 vagrant-test: setup venv
 	bash vagrant/smoke.sh x86_64 arm64
 
-# Benchmarks print numbers (no pass/fail): watch's parser and start-up here, adding 500
-# probes in a guest.
+# Benchmarks print numbers (no pass/fail): watch's parser and start-up here; in a guest,
+# adding 500 probes, counting's engines beside streaming, and kpctl bench's matrix.
 bench: venv
 	$(VENV)/bin/python bench/watch_parse.py
 	$(VENV)/bin/python bench/startup.py
 	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- python3 bench/add_many.py
+	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- python3 bench/counting.py
+	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- sh -c \
+		'python3 -m kpctl kmod build >/dev/null && python3 -m kpctl kmod load && python3 -m kpctl bench'
