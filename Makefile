@@ -79,5 +79,5 @@ bench: venv
 	$(VENV)/bin/python bench/startup.py
 	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- python3 bench/add_many.py
 	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- python3 bench/counting.py
-	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- sh -c \
+	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- \
 		'python3 -m kpctl kmod build >/dev/null && python3 -m kpctl kmod load && python3 -m kpctl bench'
