@@ -372,7 +372,7 @@ def run_bench(bench: Bench, say: Callable[[str], None] | None = None) -> list[Ro
     """Every mechanism's row; what is set up for one is gone before the next."""
     baseline = bench.timed()
     base = statistics.median(baseline)
-    rows = [Row(MECHANISMS[0][0], 0.0, max(baseline) - min(baseline), 1.0, None, None, bench.driver.description)]
+    rows = [Row(MECHANISMS[0][0], 0.0, max(baseline) - min(baseline), 1.0, None, None, f"{base:.1f} ns per call")]
     try:
         for name, setup in MECHANISMS[1:]:
             assert setup is not None
@@ -466,8 +466,8 @@ def rows_as_table(rows: Sequence[Row]) -> list[dict[str, str]]:
         check = "" if row.checked is None else ("ok" if row.checked else f"{row.hits} of {row.expected}")
         shown.append({
             "mechanism": row.mechanism,
-            "ns/hit": f"{row.ns_per_hit:.0f}" if measured else "-",
-            "spread": f"{row.spread:.0f}" if row.spread is not None else "-",
+            "ns/hit": f"{round(row.ns_per_hit or 0):d}" if measured else "-",
+            "spread": f"{round(row.spread):d}" if row.spread is not None else "-",
             "x baseline": f"{row.ratio:.2f}" if row.ratio is not None else "-",
             "hits": check,
             "what": row.detail if measured else f"not measured: {row.detail}",
