@@ -66,10 +66,12 @@ def under(argv: list[str], ready: str, calls: int, runs: int) -> list[float]:
 def first_table_s(argv: list[str], first: str) -> float:
     """Seconds from starting argv to the first stdout line that starts with first."""
     began = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=CHECKOUT, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    # funccount prints into a pipe in blocks: unbuffered, it prints each table as it ends.
+    proc = subprocess.Popen(argv, cwd=CHECKOUT, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None
     try:
-        while select.select([proc.stdout], [], [], 600)[0]:
+        while select.select([proc.stdout], [], [], 300)[0]:
             line = proc.stdout.readline()
             if not line:
                 break

@@ -573,6 +573,7 @@ def run_counting(counter: Aggregation, tracefs: Tracefs, how_many: int, duration
                 if interval is not None:
                     now, dropped = counter.counts()
                     show(since(now, before), dropped)
+                    sys.stdout.flush()  # each interval as it ends, into a pipe too
                     before = now
         except (KeyboardInterrupt, StopRequested):
             interrupted = True
