@@ -11,8 +11,11 @@
 
 #include "kpctl_internal.h"
 
-/* Beyond what NLA_POLICY_RANGE's s16 bounds hold: a range of its own. */
-static const struct netlink_range_validation kpctl_bench_range = {
+/*
+ * Beyond what NLA_POLICY_RANGE's s16 bounds hold: a range of its own. Not const:
+ * struct nla_policy points to it without const before v6.2.
+ */
+static struct netlink_range_validation kpctl_bench_range __ro_after_init = {
 	.min = 1,
 	.max = KPCTL_BENCH_MAX,
 };
