@@ -98,15 +98,39 @@ def count_metric(counts: Sequence[Count], by: str | None, engine: str) -> Metric
                   [(labels(c), c.hits) for c in counts])
 
 
-def histogram_metric(buckets: Sequence[tuple[int, int, int]], target: str, fetcharg: str, engine: str) -> Metric:
-    """Power-of-two buckets as a Prometheus histogram: cumulative counts per upper bound
-    (le), +Inf, and the count (the sum of the values is not known to hist triggers)."""
-    labels = {"target": target, "fetcharg": fetcharg, "engine": engine}
+def _cumulative(buckets: Sequence[tuple[int, int, int]], labels: Mapping[str, str],
+                ) -> tuple[list[tuple[Mapping[str, str], float]], list[str]]:
+    """A histogram's samples and their suffixes: cumulative counts per upper bound (le),
+    +Inf, and the count (the sum of the values is not known to hist triggers)."""
     samples: list[tuple[Mapping[str, str], float]] = []
     total = 0
     for _, high, hits in buckets:
         total += hits
         samples.append(({**labels, "le": str(high)}, total))
     samples += [({**labels, "le": "+Inf"}, total), (labels, total)]
-    return Metric("kpctl_hist", "histogram", "Values of a fetch argument, in power-of-two buckets.", samples,
-                  ["_bucket"] * (len(samples) - 1) + ["_count"])
+    return samples, ["_bucket"] * (len(samples) - 1) + ["_count"]
+
+
+def histogram_metric(buckets: Sequence[tuple[int, int, int]], target: str, fetcharg: str, engine: str) -> Metric:
+    """Power-of-two buckets of a fetch argument as a Prometheus histogram."""
+    samples, suffixes = _cumulative(buckets, {"target": target, "fetcharg": fetcharg, "engine": engine})
+    return Metric("kpctl_hist", "histogram", "Values of a fetch argument, in power-of-two buckets.", samples, suffixes)
+
+
+def latency_metric(by_function: Mapping[str, Sequence[tuple[int, int, int]]], unit: str, engine: str) -> Metric:
+    """Each function's latency buckets as one Prometheus histogram, labelled by function."""
+    samples: list[tuple[Mapping[str, str], float]] = []
+    suffixes: list[str] = []
+    for function, buckets in by_function.items():
+        more, kinds = _cumulative(buckets, {"function": function, "unit": unit, "engine": engine})
+        samples += more
+        suffixes += kinds
+    return Metric("kpctl_latency", "histogram", "Time from entry to return, in power-of-two buckets of unit.",
+                  samples, suffixes)
+
+
+def stacks_metric(counts: Sequence[Count], target: str, engine: str) -> Metric:
+    """Stack counts as a Prometheus gauge, each stack a label in flame-graph form."""
+    return Metric("kpctl_stack_hits", "gauge", "Hits of a function per kernel stack while kpctl stacks ran.",
+                  [({"target": target, "stack": stack.rsplit(" ", 1)[0], "engine": engine}, c.hits)
+                   for c, stack in zip(counts, folded(counts), strict=True)])

@@ -637,8 +637,9 @@ def hist(target: str, fetcharg: str, interval: float | None, duration: float | N
 @click.option("--per-function", "-F", is_flag=True, help="A histogram per function instead of one for all.")
 @click.option("--by", help="A histogram per pid, comm or cpu (bpf engine).")
 @json_option
+@format_option
 def latency(functions: tuple[str, ...], interval: float | None, duration: float | None, engine: str | None,
-            unit: str | None, per_function: bool, by: str | None, as_json: bool) -> None:
+            unit: str | None, per_function: bool, by: str | None, as_json: bool, output: str) -> None:
     """Time from entry to return of FUNCTIONS, a power-of-two histogram kept in the kernel
     (bcc's funclatency).
 
@@ -665,11 +666,18 @@ def latency(functions: tuple[str, ...], interval: float | None, duration: float 
     groups = sorted(set(functions)) if per_function else [None]
 
     def show(counts: Sequence[Count], dropped: int) -> None:
+        if output == "prometheus":
+            from kpctl.aggregation.counts import latency_metric
+            from kpctl.metrics import exposition
+
+            per = {f: log2_buckets([c for c in counts if c.function == f]) for f in sorted(set(functions))}
+            click.echo(exposition([latency_metric(per, unit or "nsecs", engine)]), nl=False)
+            return
         splits = sorted({c.split or "" for c in counts}) if by else [None]
         for function in groups:
             for split in splits:
                 buckets = log2_buckets([c for c in counts if function in (None, c.function) and split in (None, c.split)])
-                if as_json:
+                if as_json or output == "json":
                     click.echo(json.dumps({"engine": engine, "function": function or list(functions),
                                            **({"by": by, "key": split} if by else {}), "unit": unit,
                                            "dropped": dropped, "buckets": [{"low": lo, "high": hi, "calls": n}
@@ -690,8 +698,9 @@ def latency(functions: tuple[str, ...], interval: float | None, duration: float 
 @click.option("--top", type=click.IntRange(1), help="Only the N commonest stacks.")
 @click.option("--folded", is_flag=True, help="Print flame-graph input: frames root first, joined by ';', and the count.")
 @json_option
+@format_option
 def stacks(target: str, interval: float | None, duration: float | None, engine: str | None, top: int | None,
-           folded: bool, as_json: bool) -> None:
+           folded: bool, as_json: bool, output: str) -> None:
     """Kernel stacks that reached TARGET, counted in the kernel (bcc's stackcount).
 
     \b
@@ -710,7 +719,12 @@ def stacks(target: str, interval: float | None, duration: float | None, engine: 
 
     def show(counts: Sequence[Count], dropped: int) -> None:
         shown = list(counts)[:top]
-        if as_json:
+        if output == "prometheus":
+            from kpctl.aggregation.counts import stacks_metric
+            from kpctl.metrics import exposition
+
+            click.echo(exposition([stacks_metric(shown, target, engine)]), nl=False)
+        elif as_json or output == "json":
             click.echo(json.dumps({"engine": engine, "target": target, "dropped": dropped,
                                    "stacks": [{"frames": (c.key or "").split(";"), "hits": c.hits} for c in shown]}))
         elif folded:

@@ -114,3 +114,23 @@ def test_counts_and_histograms_parse_as_prometheus_metrics() -> None:
     buckets = [(s.labels["le"], s.value) for s in hist.samples if s.name == "kpctl_hist_bucket"]
     assert buckets == [("1", 2), ("2", 2), ("4", 5), ("+Inf", 5)]
     assert [s.value for s in hist.samples if s.name == "kpctl_hist_count"] == [5]
+
+
+def test_latency_and_stacks_parse_as_prometheus_metrics() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from kpctl.aggregation.counts import latency_metric, stacks_metric
+    from kpctl.metrics import exposition
+
+    text = exposition([
+        latency_metric({"vfs_read": [(513, 1024, 3)], "vfs_write": [(0, 1, 1), (2, 2, 2)]}, "nsecs", "bpf"),
+        stacks_metric([Count("vfs_read", "vfs_read+0x5;ksys_read+0x6b", 4)], "vfs_read", "tracefs"),
+    ])
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    latency = families["kpctl_latency"]
+    assert latency.type == "histogram"
+    assert [(s.labels["function"], s.labels["le"], s.value) for s in latency.samples if s.name == "kpctl_latency_bucket"] == [
+        ("vfs_read", "1024", 3), ("vfs_read", "+Inf", 3), ("vfs_write", "1", 1), ("vfs_write", "2", 3), ("vfs_write", "+Inf", 3)]
+    [stack] = families["kpctl_stack_hits"].samples
+    assert stack.labels == {"target": "vfs_read", "stack": "ksys_read+0x6b;vfs_read+0x5", "engine": "tracefs"}
+    assert stack.value == 4

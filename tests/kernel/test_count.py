@@ -231,3 +231,18 @@ def test_a_glob_over_more_functions_than_max_probes_is_refused_before_any_probe(
 @pytest.mark.parametrize("engine", ["tracefs"], indirect=True)  # bpf's units: the -m test above
 def test_latency_in_micros_lands_in_its_bucket(tracefs: Tracefs, engine: str) -> None:
     test_latency_of_a_10_ms_sleep_lands_in_its_bucket(tracefs, engine, ["-u"], (8193, 16384))
+
+
+@pytest.mark.parametrize("engine", ["bpf"], indirect=True)
+def test_latency_and_stacks_in_the_prometheus_format(tracefs: Tracefs, engine: str) -> None:
+    symbol = syscall_symbol(WORKLOAD_SYSCALL)
+    for command, metric in (("latency", "kpctl_latency_bucket{"), ("stacks", "kpctl_stack_hits{")):
+        proc = kpctl(engine, command, symbol, "--format", "prometheus", "-d", "600", as_json=False)
+        started(proc)
+        run_workload(CALLS)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        samples = [line for line in out.splitlines() if line.startswith(metric)]
+        assert samples and f'engine="{engine}"' in samples[0], out
+        assert max(int(float(line.rsplit(" ", 1)[1])) for line in samples) >= CALLS, out
