@@ -172,18 +172,22 @@ def test_stacks_folded_end_at_the_function(tracefs: Tracefs, engine: str) -> Non
         assert symbol in frames, lines
 
 
-@pytest.mark.parametrize(("unit", "bucket"), [([], (8388609, 16777216))], ids=["ns"])
-def test_latency_of_a_10_ms_sleep_lands_in_its_bucket(tracefs: Tracefs, engine: str, unit: list[str],
-                                                      bucket: tuple[int, int]) -> None:
-    symbol = syscall_symbol("clock_nanosleep")  # what time.sleep() calls
-    proc = kpctl(engine, "latency", symbol, *unit, "-d", "600")
+def timed_sleeps(engine: str, *options: str) -> str:
+    """kpctl latency's JSON output over eight 10 ms sleeps of this process."""
+    proc = kpctl(engine, "latency", syscall_symbol("clock_nanosleep"), *options, "-d", "600")  # time.sleep()'s
     started(proc)
     for _ in range(8):
         time.sleep(0.010)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    [table] = [json.loads(line) for line in out.splitlines()]
+    return out
+
+
+@pytest.mark.parametrize(("unit", "bucket"), [([], (8388609, 16777216))], ids=["ns"])
+def test_latency_of_a_10_ms_sleep_lands_in_its_bucket(tracefs: Tracefs, engine: str, unit: list[str],
+                                                      bucket: tuple[int, int]) -> None:
+    [table] = [json.loads(line) for line in timed_sleeps(engine, *unit).splitlines()]
     buckets = {(b["low"], b["high"]): b["calls"] for b in table["buckets"]}
     # Most of the sleeps there (other tasks sleep too, for other times).
     assert buckets.get(bucket, 0) >= 6, buckets
@@ -206,15 +210,7 @@ def test_count_in_the_prometheus_format(tracefs: Tracefs, engine: str) -> None:
 
 def test_latency_in_millis_split_by_comm(tracefs: Tracefs) -> None:
     require(importlib.util.find_spec("bcc") is not None, "needs bcc (python3-bpfcc)")
-    symbol = syscall_symbol("clock_nanosleep")
-    proc = kpctl("bpf", "latency", symbol, "-m", "--by", "comm", "-d", "600")
-    started(proc)
-    for _ in range(8):
-        time.sleep(0.010)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    tables = {t["key"]: t for t in map(json.loads, out.splitlines())}
+    tables = {t["key"]: t for t in map(json.loads, timed_sleeps("bpf", "-m", "--by", "comm").splitlines())}
     assert tables["python3"]["unit"] == "msecs" and tables["python3"]["by"] == "comm"
     buckets = {(b["low"], b["high"]): b["calls"] for b in tables["python3"]["buckets"]}
     assert buckets.get((9, 16), 0) >= 6, buckets  # 10 ms and a little
