@@ -10,6 +10,7 @@ from pathlib import Path
 from kpctl.counting import ENGINES, engine_availability
 from kpctl.errors import KpctlError
 from kpctl.features import FEATURES, detect_features
+from kpctl.kmod import modules_supported
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
 from kpctl.tracefs import DEBUGFS, Tracefs, find_tracefs, read_lockdown
 
@@ -111,23 +112,43 @@ def _lockdown() -> Check:
     return Check("lockdown", True, "not built in (securityfs has no lockdown file)")
 
 
+def _readable(name: str, path: Path, what: str, missing_fix: str, refused_fix: str) -> Check:
+    """A row for a file a command reads, established by opening it: os.access() says yes
+    to root where the kernel refuses the open itself (lockdown, EPERM)."""
+    try:
+        with open(path, "rb"):
+            return Check(name, True, f"{path}: {what}")
+    except FileNotFoundError:
+        return Check(name, False, f"{path} does not exist: {what}", missing_fix, required=False)
+    except OSError as e:
+        return Check(name, False, f"{path} cannot be read ({e.strerror}): {what}", refused_fix, required=False)
+
+
 def _other_commands(tracefs: Path) -> list[Check]:
     """What funcs, inspect and the module need, beyond probes."""
-    release = os.uname().release
-    filter_functions = tracefs / "available_filter_functions"
     return [
-        Check("funcs: traceable functions", os.access(filter_functions, os.R_OK), str(filter_functions),
-              "funcs cannot tell notrace functions without it: the kernel needs CONFIG_FUNCTION_TRACER", required=False),
-        Check("inspect: /proc/kcore", os.access("/proc/kcore", os.R_OK), "inspect reads live code there",
-              "the kernel needs CONFIG_PROC_KCORE; as root, and not locked down to confidentiality", required=False),
+        _readable("funcs: traceable functions", tracefs / "available_filter_functions",
+                  "funcs tells notrace functions by it", "the kernel needs CONFIG_FUNCTION_TRACER",
+                  "as root; the kernel refused it here (see the lockdown row)"),
+        _readable("inspect: /proc/kcore", Path("/proc/kcore"), "inspect reads live code there",
+                  "the kernel needs CONFIG_PROC_KCORE", "as root, and not locked down to confidentiality"),
         Check("inspect: capstone", importlib.util.find_spec("capstone") is not None, "inspect disassembles with it",
               "pip install 'kpctl[inspect]' (or apt install python3-capstone)", required=False),
         Check("perf kprobe PMU", Path("/sys/bus/event_source/devices/kprobe/type").exists(),
               "kprobes through perf_event_open(2), as BPF tools (bcc, bpftrace) and perf attach them",
               "the kernel needs CONFIG_KPROBE_EVENTS and CONFIG_PERF_EVENTS", required=False),
-        Check("kmod: module loading", Path("/proc/modules").exists(), "the kernel loads modules (CONFIG_MODULES)",
+        Check("kmod: module loading", modules_supported(), "the kernel loads modules (CONFIG_MODULES)",
               "this kernel cannot load modules: use the tracefs backend", required=False),
-        Check("kmod: kernel headers", (Path("/lib/modules") / release / "build" / "Makefile").exists(),
-              f"/lib/modules/{release}/build", f"apt install linux-headers-{release} (or your distribution's)",
-              required=False),
+        _headers(),
     ]
+
+
+def _headers() -> Check:
+    release = os.uname().release
+    headers = Path("/lib/modules") / release / "build"
+    if not modules_supported():  # no package would help
+        return Check("kmod: kernel headers", False, f"{headers}: not needed, this kernel cannot load modules",
+                     required=False)
+    return Check("kmod: kernel headers", (headers / "Makefile").exists(), str(headers),
+                 f"install the headers of this kernel (Debian's kernels: apt install linux-headers-{release})",
+                 required=False)

@@ -74,10 +74,13 @@ def _open_bpf(tracefs: Tracefs, group: str) -> ProbeBackend:
 
 
 def _kmod_availability(tracefs: Tracefs) -> Availability:
-    from kpctl.kmod import MODULE, is_loaded
+    from kpctl.kmod import MODULE, is_loaded, modules_supported
 
     if is_loaded():
         return Availability(True, f"{MODULE} is loaded")
+    if not modules_supported():  # building and loading it would only fail
+        return Availability(False, "this kernel cannot load modules (it was built without CONFIG_MODULES)",
+                            "the tracefs backend needs no module")
     return Availability(False, f"{MODULE} is not loaded", "sudo kpctl kmod build && sudo kpctl kmod load")
 
 

@@ -70,3 +70,32 @@ def test_each_counting_engine_has_a_row_that_says_why_not(machine: dict[str, boo
     check = rows()["counting engine tracefs"]
     assert (check.ok, check.fix, check.required) == (False, "the kernel needs CONFIG_HIST_TRIGGERS=y", False)
     assert "counting engine bpf" in checks
+
+
+def test_a_file_root_may_access_but_not_open_is_not_readable(machine: dict[str, bool], tmp_path: Path) -> None:
+    """os.access() says yes to root where the kernel refuses the open (EPERM under some
+    lockdowns): only opening tells. A directory is such a path on any machine."""
+    functions = tmp_path / "tracing" / "available_filter_functions"
+    functions.write_text("vfs_read\n")
+    assert rows()["funcs: traceable functions"].ok
+    functions.unlink()
+    functions.mkdir()
+    check = rows()["funcs: traceable functions"]
+    assert not check.ok and check.detail.startswith(f"{functions} cannot be read (")
+
+
+def test_a_kernel_without_modules_gets_no_package_or_build_advice(
+    machine: dict[str, bool], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kpctl.kmod
+
+    monkeypatch.setattr(kpctl.kmod, "is_loaded", lambda: False)
+    for module in (doctor, kpctl.kmod):
+        monkeypatch.setattr(module, "modules_supported", lambda: False)
+    checks = rows()
+    headers, backend = checks["kmod: kernel headers"], checks["backend kmod"]
+    assert headers.detail.endswith("not needed, this kernel cannot load modules") and headers.fix == ""
+    assert "cannot load modules" in backend.detail and "kmod build" not in backend.fix
+    for module in (doctor, kpctl.kmod):
+        monkeypatch.setattr(module, "modules_supported", lambda: True)
+    assert "apt install linux-headers-" in rows()["kmod: kernel headers"].fix
