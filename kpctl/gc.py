@@ -38,10 +38,8 @@ def collect(tracefs: Tracefs, owners: Owners) -> list[str]:
             if m and _gone(m.group(1), proc):
                 tracefs.remove_instance(f"instances/{path.name}")
                 removed.append(f"instance {path.name}")
-        try:
-            synthetic = tracefs.read("synthetic_events").splitlines()
-        except OSError:
-            synthetic = []  # no hist triggers in this kernel: nothing of the kind was made
+        # A kernel without synthetic events (or kprobe events) has none of them to leave.
+        synthetic = tracefs.read("synthetic_events").splitlines() if tracefs.path("synthetic_events").exists() else []
         for line in synthetic:
             name = line.split(" ", 1)[0]
             m = re.match(r"kpctl_lat_(\d+)_\d+\Z", name)
@@ -49,7 +47,7 @@ def collect(tracefs: Tracefs, owners: Owners) -> list[str]:
                 tracefs.append_command("synthetic_events", f"!{line}")
                 removed.append(f"synthetic event {name}")
         dead: dict[str, list[str]] = {}
-        probes = tracefs.defined_probes()
+        probes = tracefs.defined_probes() if tracefs.path("kprobe_events").exists() else []
         for probe in probes:
             group, event = probe.group or "", probe.event or ""
             m = _SESSION.match(group) or (_INSPECT_EVENT.match(event) if group == INSPECT_GROUP else None)

@@ -492,3 +492,11 @@ def test_list_names_the_owner_of_a_traced_probe(fake: FakeTracefs, tmp_path: Pat
     monkeypatch.setattr(owners_module.Owners.__init__, "__defaults__", (tmp_path / "owners", fake.proc))
     rows = {r["name"]: r["owner"] for r in json.loads(run("list", "--json")[1])}
     assert rows == {"open": "trace (pid 4242)", "open_ret": ""}
+
+
+def test_gc_on_a_kernel_without_synthetic_or_kprobe_events_finds_nothing(fake: FakeTracefs) -> None:
+    """Commands that make short-lived probes run gc first: it must not fail them there."""
+    assert not fake.path("synthetic_events").exists()
+    assert run("gc") == (0, "nothing to remove\n")
+    fake.path("kprobe_events").unlink()
+    assert run("gc") == (0, "nothing to remove\n")
