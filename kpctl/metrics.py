@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kpctl.errors import KpctlError
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -45,12 +47,15 @@ def exposition(metrics: Sequence[Metric]) -> str:
 def write_textfile(path: Path, text: str) -> None:
     """Replace path with text at once: node_exporter must never read half a file, so the
     text goes to a temporary file in the same directory, renamed over path."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise KpctlError(f"cannot write {path}: {e.strerror}", "give a path in a directory that exists and this user may write") from None

@@ -73,6 +73,8 @@ def watch_options(f: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(f)
     def command(count: int | None, duration: float | None, pid: int | None, tid: int | None, comm: str | None,
                 command: str | None, as_json: bool, **kwargs: Any) -> None:
+        if sum(x is not None for x in (pid, tid, command)) > 1:  # before trace adds anything
+            raise UsageError("give one of --pid, --tid and --command")
         f(watching=WatchOptions(count, duration, pid, tid, comm, command, as_json), **kwargs)
 
     for option in reversed([
@@ -363,8 +365,6 @@ def run_watch(probes: ProbeManager, names: Sequence[str], watching: WatchOptions
     from kpctl.signals import StopRequested, stop_on_sigterm
     from kpctl.watch import ProcessThreads, pump
 
-    if sum(x is not None for x in (watching.pid, watching.tid, watching.command)) > 1:
-        raise UsageError("give one of --pid, --tid and --command")
     comm = watching.comm
     if comm is not None and len(comm.encode()) > COMM_BYTES:
         kept = comm.encode()[:COMM_BYTES].decode(errors="ignore")

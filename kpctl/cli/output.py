@@ -27,33 +27,35 @@ class KpctlUsageFailure(KpctlFailure):
     exit_code = 2
 
 
-class KpctlGroup(click.Group):
-    """A group whose commands' KpctlErrors become one ``Error: ...`` line on stderr and
-    exit status 2 or 1; under --json also a JSON object on stdout, so that a pipe into
-    jq gets the error rather than nothing."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except KpctlError as e:
-            failure = (KpctlUsageFailure if isinstance(e, UsageError) else KpctlFailure)(e)
-            if ctx.meta.get(_JSON_META):
-                print_json({"error": e.message, "hint": e.hint, "exit_status": failure.exit_code})
-            raise failure from e
-
-
-# ctx.meta is shared by a command's context and its group's: the group learns there
-# whether the failed command was asked for JSON.
 _JSON_META = "kpctl.json"
 
 
-def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-    ctx.meta[_JSON_META] = value
-    return value
+class KpctlGroup(click.Group):
+    """A group whose commands' KpctlErrors become one ``Error: ...`` line on stderr and
+    exit status 2 or 1; under --json, these and click's own usage errors are also a JSON
+    object on stdout, so that a pipe into jq gets the error rather than nothing."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # A usage error may come before --json is parsed (an unknown option): asked
+        # for JSON is then what was typed, up to a "--".
+        ctx.meta[_JSON_META] = "--json" in args[:args.index("--") if "--" in args else None]
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            try:
+                return super().invoke(ctx)
+            except KpctlError as e:
+                raise (KpctlUsageFailure if isinstance(e, UsageError) else KpctlFailure)(e) from e
+        except click.ClickException as e:
+            if ctx.meta.get(_JSON_META):
+                error, hint = (e.message, e.hint) if isinstance(e, KpctlFailure) else (e.format_message(), None)
+                print_json({"error": error, "hint": hint, "exit_status": e.exit_code})
+            raise
 
 
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, callback=_remember_json,
+    return click.option("--json", "as_json", is_flag=True,
                         help="Print JSON instead of text (errors too, as an object on stdout).")(f)
 
 

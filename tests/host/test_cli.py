@@ -500,3 +500,20 @@ def test_gc_on_a_kernel_without_synthetic_or_kprobe_events_finds_nothing(fake: F
     assert run("gc") == (0, "nothing to remove\n")
     fake.path("kprobe_events").unlink()
     assert run("gc") == (0, "nothing to remove\n")
+
+
+@pytest.mark.parametrize("args", [["rm", "--all", "open", "--json"], ["list", "--json", "--bogus"], ["watch", "--json", "--count", "0"]])
+def test_clicks_own_usage_errors_under_json_are_json_too(fake: FakeTracefs, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and json.loads(result.stdout)["exit_status"] == 2
+    assert "Error: " in result.stderr
+
+
+def test_an_unwritable_textfile_is_one_error_line(fake: FakeTracefs, tmp_path: Path) -> None:
+    code, out = run("stats", "--textfile", str(tmp_path / "no-such-dir" / "kpctl.prom"))
+    assert code == 1 and out.startswith(f"Error: cannot write {tmp_path}/no-such-dir/kpctl.prom: No such file or directory\n")
+
+
+def test_conflicting_watch_options_are_refused_before_trace_adds_a_probe(fake: FakeTracefs) -> None:
+    assert run("trace", "vfs_read", "--pid", "1", "-c", "true") == (2, "Error: give one of --pid, --tid and --command\n")
+    assert fake.commands == []
