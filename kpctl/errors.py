@@ -84,6 +84,14 @@ def check_probe_names(names: Sequence[str], existing: Collection[str], where: st
     )
 
 
+def check_given_once(items: Sequence[str], what: str, hint: str = "give it once") -> None:
+    """UsageError for the first of items given twice: the kernel would be asked twice
+    and refuse the second ("already exists", "no such probe")."""
+    twice = next((item for i, item in enumerate(items) if item in items[:i]), None)
+    if twice is not None:
+        raise UsageError(f"{what} {twice} is given twice", hint)
+
+
 class ProbeExistsError(KpctlError):
     """A probe name that is already taken in kpctl's group."""
 

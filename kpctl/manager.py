@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from kpctl.backends.base import ProbeBackend, ProbeInfo, ProbeStats
-from kpctl.errors import ProbeExistsError, ProbeNotFoundError, UsageError, check_probe_names
+from kpctl.errors import ProbeExistsError, ProbeNotFoundError, UsageError, check_given_once, check_probe_names
 from kpctl.model import Probe
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND, backend_type
 from kpctl.signals import signals_ignored, stop_on_sigterm
@@ -87,7 +87,9 @@ class ProbeManager:
 
     def expand(self, patterns: Sequence[str]) -> list[str]:
         """Probe names, each pattern with a shell glob (``vfs_*``) replaced by the names
-        it matches, in listing order; a glob that matches nothing is an error."""
+        it matches, in listing order; a glob that matches nothing is an error, and so is
+        a pattern given twice (globs that overlap are fine)."""
+        check_given_once(patterns, "probe")
         if not any(c in p for p in patterns for c in "*?["):
             return list(patterns)
         import fnmatch

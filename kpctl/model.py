@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
-from kpctl.errors import ProbeSyntaxError, UsageError
+from kpctl.errors import ProbeSyntaxError, UsageError, check_given_once
 
 KERNEL_DEFAULT_GROUP = "kprobes"  # the kernel's group for probes written without one
 
@@ -458,9 +458,7 @@ def probes_from_targets(
                          f"give one target, or let each probe take its default name ({targets})")
     if name is not None and not is_valid_name(name):
         raise UsageError(f"invalid probe name {name!r}", "a name follows the rules of C identifiers: [A-Za-z_][A-Za-z0-9_]*")
-    twice = next((t for i, t in enumerate(texts) if t in texts[:i]), None)
-    if twice is not None:
-        raise UsageError(f"target {twice} is given twice", "each target makes one probe: give it once")
+    check_given_once(texts, "target", "each target makes one probe: give it once")
     args = tuple(parse_fetch_arg(text) for text in fetchargs)
     probes = []
     for text in texts:

@@ -517,3 +517,10 @@ def test_an_unwritable_textfile_is_one_error_line(fake: FakeTracefs, tmp_path: P
 def test_conflicting_watch_options_are_refused_before_trace_adds_a_probe(fake: FakeTracefs) -> None:
     assert run("trace", "vfs_read", "--pid", "1", "-c", "true") == (2, "Error: give one of --pid, --tid and --command\n")
     assert fake.commands == []
+
+
+@pytest.mark.parametrize("command", ["rm", "enable", "disable"])
+def test_a_probe_name_given_twice_says_so(fake: FakeTracefs, command: str) -> None:
+    assert run(command, "open", "open_ret", "open") == (2, "Error: probe open is given twice\ngive it once\n")
+    assert fake.commands == [] and fake.read("instances/kpctl/events/kpctl/open/enable") == "1\n"
+    assert run(command, "open_ret", "open*")[0] == 0  # globs that overlap a name are no mistake
