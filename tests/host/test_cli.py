@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -524,3 +525,18 @@ def test_a_probe_name_given_twice_says_so(fake: FakeTracefs, command: str) -> No
     assert run(command, "open", "open_ret", "open") == (2, "Error: probe open is given twice\ngive it once\n")
     assert fake.commands == [] and fake.read("instances/kpctl/events/kpctl/open/enable") == "1\n"
     assert run(command, "open_ret", "open*")[0] == 0  # globs that overlap a name are no mistake
+
+
+def test_watch_c_runs_the_command_and_shows_only_its_hits(fake: FakeTracefs) -> None:
+    """trace_pipe as a FIFO that a writer holds open: it ends only when the command does."""
+    pipe = fake.path("instances/kpctl/trace_pipe")
+    os.mkfifo(pipe)
+    writer = os.open(pipe, os.O_RDWR)
+    try:
+        os.write(writer, b'cat-365 [000] ..... 16.417567: open: (do_sys_openat2+0x0/0x170) dfd=-100 path="/a"\n')
+        result = CliRunner().invoke(cli, ["watch", "--json", "-c", "true"])
+    finally:
+        os.close(writer)
+    assert result.exit_code == 0 and result.stdout == ""  # the hit is another process's
+    assert result.stderr.endswith("0 hits; true exited with status 0\n")
+    assert run("watch", "-c", "no-such-command-kpctl")[0] == 2

@@ -118,3 +118,29 @@ def test_changes_are_serialized_across_kpctl_processes(tmp_path: Path) -> None:
         order.append("first")
     thread.join(timeout=5)
     assert order == ["first", "second"]
+
+
+def test_an_unmounted_tracefs_is_mounted_and_said_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root, every command (doctor too) mounts tracefs where it is missing, says so on
+    stderr, and leaves it mounted: the next command finds it and says nothing."""
+    import subprocess
+
+    from kpctl import tracefs as tracefs_module
+
+    mounts = (tmp_path / "tracing", tmp_path / "debug" / "tracing")
+    mounts[0].mkdir()
+    asked: list[list[str]] = []
+
+    def mount(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        asked.append(argv)
+        (Path(argv[-1]) / "README").write_text("tracefs\n")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(tracefs_module, "TRACEFS_MOUNTS", mounts)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(subprocess, "run", mount)
+    said: list[str] = []
+    for _ in range(2):
+        assert tracefs_module.find_tracefs(say=said.append) == mounts[0]
+    assert asked == [["mount", "-t", "tracefs", "nodev", str(mounts[0])]]
+    assert said == [f"kpctl: mounted tracefs at {mounts[0]} (it stays mounted)"]
