@@ -278,6 +278,8 @@ class Tracefs:
         """Names of the loaded modules (/proc/modules); None when it cannot be read."""
         try:
             return frozenset(line.split(" ", 1)[0] for line in (self.proc / "modules").read_text().splitlines())
+        except FileNotFoundError:
+            return frozenset()  # a kernel without CONFIG_MODULES: none is loaded, none can be
         except OSError:
             return None
 

@@ -201,6 +201,7 @@ def add(
       kpctl add --dry-run vfs_read+5 'count=$arg3:u64'
       kpctl add 'vfs_*' --disabled
     """
+    from kpctl.kmod import modules_supported
     from kpctl.manager import expand_targets
     from kpctl.model import probes_from_targets
 
@@ -210,9 +211,11 @@ def add(
         click.echo(f"kpctl: the glob leaves out {len(left)} functions (kpctl funcs tells why), e.g. "
                    + "; ".join(f"{n}: {why}" for n, why in list(left.items())[:3]), err=True)
     probes = probes_from_targets(",".join(targets), fetchargs, ret, maxactive, name, group)
+    can_load = modules_supported(manager.tracefs.proc)
     for module in manager.unloaded_modules(probes):
-        click.echo(f"kpctl: module {module} is not loaded: its probes arm when it loads, and never fire until "
-                   f"then (bpftrace's kprobe:FUNC is plain FUNC here)", err=True)
+        fate = ("its probes arm when it loads, and never fire until then" if can_load
+                else "this kernel cannot load modules, so its probes never fire")
+        click.echo(f"kpctl: module {module} is not loaded: {fate} (bpftrace's kprobe:FUNC is plain FUNC here)", err=True)
     if dry_run:
         requests, addresses = manager.dry_run(probes, enable=not disabled, event_filter=filter_text, backend=backend_name)
         places = [f"{a:#x}" if a is not None else None for a in addresses]

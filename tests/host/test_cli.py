@@ -396,6 +396,13 @@ def test_a_probe_on_a_module_that_is_not_loaded_gets_a_warning(fake: FakeTracefs
     assert code == 0 and "not loaded" not in out
 
 
+def test_a_module_probe_on_a_kernel_without_modules_is_said_never_to_fire(fake: FakeTracefs) -> None:
+    assert not (fake.proc / "modules").exists()  # no CONFIG_MODULES
+    code, out = run("add", "--dry-run", "kprobe:vfs_write")
+    assert code == 0 and out.startswith(
+        "kpctl: module kprobe is not loaded: this kernel cannot load modules, so its probes never fire")
+
+
 def test_funcs_of_nothing_is_a_usage_error(fake: FakeTracefs) -> None:
     assert run("funcs", "") == (2, "Error: give a function name or a glob\nkpctl funcs 'vfs_*'\n")
 
