@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import fnmatch
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -162,8 +163,12 @@ class KernelSymbols:
             return FunctionStatus(name, False, "on the kprobe blacklist: the kernel never probes it", module)
         notes = []
         if len(functions) > 1:
-            how = ("only an address tells them apart" if all(f.module is None for f in functions)
-                   else "MOD:SYM or an address tells them apart")
+            # MOD:SYM names a copy only when it is its module's one: never one in vmlinux.
+            per_module = Counter(f.module for f in functions)
+            named = sorted(m for m, n in per_module.items() if m is not None and n == 1)
+            how = ("MOD:SYM or an address tells them apart" if len(named) == len(functions)
+                   else f"only an address tells them all apart (MOD:SYM names the one in {', '.join(named)})" if named
+                   else "only an address tells them apart")
             notes.append(
                 f"not unique: {len(functions)} functions have this name; {how} (kernels since v6.7 refuse "
                 "the bare name, commit b022f0c7e404; older ones probe the first)"
