@@ -29,6 +29,7 @@ static const struct nla_policy kpctl_policy[KPCTL_A_MAX + 1] = {
 	[KPCTL_A_MAXACTIVE]	= NLA_POLICY_RANGE(NLA_U32, 1, KPCTL_MAXACTIVE_MAX),
 	[KPCTL_A_ENABLED]	= NLA_POLICY_MAX(NLA_U8, 1),
 	[KPCTL_A_ITERATIONS]	= NLA_POLICY_FULL_RANGE(NLA_U32, &kpctl_bench_range),
+	[KPCTL_A_DEPTH]		= NLA_POLICY_RANGE(NLA_U8, 1, KPCTL_BENCH_DEPTH_MAX),
 	/* The rest only appear in replies; strict validation rejects them in requests. */
 };
 
@@ -246,7 +247,20 @@ static noinline __noclone int kpctl_bench_target(int x)
 }
 
 /*
- * Call the bench target ITERATIONS times and report how long that took. Process
+ * A recursion of known depth, depth + 1 calls deep, for tests of tools that time
+ * nested calls (kpctl latency). The asm keeps the call out of tail position, so the
+ * compiler cannot turn the recursion into a loop.
+ */
+static noinline __noclone int kpctl_bench_recursive(int depth)
+{
+	int y = depth ? kpctl_bench_recursive(depth - 1) : 0;
+
+	asm volatile("" : "+r" (y));
+	return y + 1;
+}
+
+/*
+ * Call the bench target (or, given a DEPTH, the recursive one) ITERATIONS times and report how long that took. Process
  * context: every 1024 calls it may reschedule (probes cost microseconds each under
  * emulation: millions of calls must not hold the CPU for seconds), and a fatal signal
  * stops it. Without kpctl_lock: it touches no probe.
@@ -254,7 +268,7 @@ static noinline __noclone int kpctl_bench_target(int x)
 static int kpctl_cmd_bench(struct sk_buff *skb, struct genl_info *info)
 {
 	struct sk_buff *msg;
-	u32 i, iterations;
+	u32 i, iterations, depth = 0;
 	u64 start, elapsed;
 	int sum = 0, err;
 	void *hdr;
@@ -265,9 +279,11 @@ static int kpctl_cmd_bench(struct sk_buff *skb, struct genl_info *info)
 	if (KPCTL_REQUIRE(info, KPCTL_A_ITERATIONS, "missing iterations"))
 		return -EINVAL;
 	iterations = nla_get_u32(info->attrs[KPCTL_A_ITERATIONS]);
+	if (info->attrs[KPCTL_A_DEPTH])
+		depth = nla_get_u8(info->attrs[KPCTL_A_DEPTH]);
 	start = ktime_get_ns();
 	for (i = 0; i < iterations; i++) {
-		sum += kpctl_bench_target(i);
+		sum += depth ? kpctl_bench_recursive(depth) : kpctl_bench_target(i);
 		if ((i & 1023) == 1023) {
 			if (fatal_signal_pending(current))
 				return -EINTR;

@@ -15,6 +15,8 @@
 #define KPCTL_MAX_INSTANCES_LIMIT	(1 << 20)	/* upper bound of max_instances */
 #define KPCTL_BENCH_MAX		100000000	/* iterations of one KPCTL_CMD_BENCH */
 #define KPCTL_BENCH_TARGET	"kpctl_bench_target"	/* what KPCTL_CMD_BENCH calls */
+#define KPCTL_BENCH_RECURSIVE	"kpctl_bench_recursive"	/* ... with a DEPTH */
+#define KPCTL_BENCH_DEPTH_MAX	16	/* its recursion: stack stays small */
 
 enum kpctl_cmd {
 	KPCTL_CMD_UNSPEC,
@@ -23,7 +25,7 @@ enum kpctl_cmd {
 	KPCTL_CMD_ENABLE,	/* ID */
 	KPCTL_CMD_DISABLE,	/* ID */
 	KPCTL_CMD_GET,		/* ID, or a dump of every probe */
-	KPCTL_CMD_BENCH,	/* ITERATIONS: call the bench target; reply ELAPSED_NS */
+	KPCTL_CMD_BENCH,	/* ITERATIONS, [DEPTH]: call the bench target; reply ELAPSED_NS */
 	__KPCTL_CMD_MAX,
 };
 
@@ -51,6 +53,7 @@ enum kpctl_attr {
 	KPCTL_A_FLAGS,		/* u32, KPROBE_FLAG_* of the probe */
 	KPCTL_A_ITERATIONS,	/* u32, 1..KPCTL_BENCH_MAX calls of the bench target */
 	KPCTL_A_ELAPSED_NS,	/* u64, their time (reply only) */
+	KPCTL_A_DEPTH,		/* u8, 1..KPCTL_BENCH_DEPTH_MAX: call the recursive target */
 	__KPCTL_A_MAX,
 };
 #define KPCTL_A_MAX (__KPCTL_A_MAX - 1)

@@ -199,6 +199,19 @@ def ftrace_site(instructions: Sequence[Instruction], arch: Arch) -> int | None:
     return None
 
 
+def kprobe_mark(code: bytes, arch: Arch) -> str | None:
+    """What kprobes or ftrace wrote at a kprobe's address, from the first bytes there:
+    a breakpoint ("int3", arm64 "brk"), an optimized kprobe's "jmp", or the call of an
+    ftrace site that a kprobe on ftrace uses ("call", arm64 "bl"); None when the code
+    there is not patched."""
+    if arch == "x86_64":
+        return {X86_INT3: "int3", X86_JMP32: "jmp", X86_CALL32: "call"}.get(code[0])
+    word = struct.unpack_from("<I", code)[0]
+    if word == ARM64_KPROBE_BRK:
+        return "brk"
+    return "bl" if (word & 0xFC000000) == 0x94000000 else None
+
+
 def kprobe_offset(instructions: Sequence[Instruction], arch: Arch, offset: int) -> int:
     """Where the kernel really puts a probe asked for at offset: on x86 a probe at sym+0
     of a function that starts with ENDBR64 (or its poison) goes to +4, past it

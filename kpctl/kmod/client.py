@@ -118,10 +118,13 @@ class KmodClient:
     def disable(self, probe_id: int) -> None:
         self._request(f"cannot disable probe {probe_id}", id_request(Cmd.DISABLE, probe_id))
 
-    def bench(self, iterations: int) -> int:
-        """Nanoseconds the module took to call its bench target iterations times."""
-        (reply,) = self._request("cannot run the bench driver",
-                                 request(Cmd.BENCH, [("KPCTL_A_ITERATIONS", iterations)]))
+    def bench(self, iterations: int, depth: int = 0) -> int:
+        """Nanoseconds the module took to call its bench target iterations times; with a
+        depth, its recursive target instead: depth + 1 nested calls each time."""
+        attrs: list[tuple[str, object]] = [("KPCTL_A_ITERATIONS", iterations)]
+        if depth:
+            attrs.append(("KPCTL_A_DEPTH", depth))
+        (reply,) = self._request("cannot run the bench driver", request(Cmd.BENCH, attrs))
         return int(reply.get_attr("KPCTL_A_ELAPSED_NS"))
 
     def get(self, probe_id: int) -> KmodProbe:

@@ -17,6 +17,8 @@ NAME_MAX = 63
 MAXACTIVE_MAX = 4096
 BENCH_MAX = 100_000_000
 BENCH_TARGET = "kpctl_bench_target"
+BENCH_RECURSIVE = "kpctl_bench_recursive"
+BENCH_DEPTH_MAX = 16
 
 
 class Cmd(IntEnum):
@@ -66,6 +68,7 @@ class KpctlMsg(genlmsg):  # type: ignore[misc]  # pyroute2 has no type informati
         ("KPCTL_A_FLAGS", "uint32"),
         ("KPCTL_A_ITERATIONS", "uint32"),
         ("KPCTL_A_ELAPSED_NS", "uint64"),
+        ("KPCTL_A_DEPTH", "uint8"),
     )
 
 

@@ -59,9 +59,11 @@ def test_limits_match_the_module() -> None:
 
     header = (ROOT / "kmod" / "kpctl_kmod.h").read_text()
     defines = dict(re.findall(r"^#define (KPCTL_\w+)\s+(\S+)", header, re.M))
-    assert (int(defines["KPCTL_NAME_MAX"]), int(defines["KPCTL_MAXACTIVE_MAX"]), int(defines["KPCTL_BENCH_MAX"])) == (
-        messages.NAME_MAX, messages.MAXACTIVE_MAX, messages.BENCH_MAX)
+    assert (int(defines["KPCTL_NAME_MAX"]), int(defines["KPCTL_MAXACTIVE_MAX"]), int(defines["KPCTL_BENCH_MAX"]),
+            int(defines["KPCTL_BENCH_DEPTH_MAX"])) == (
+        messages.NAME_MAX, messages.MAXACTIVE_MAX, messages.BENCH_MAX, messages.BENCH_DEPTH_MAX)
     assert defines["KPCTL_BENCH_TARGET"] == f'"{messages.BENCH_TARGET}"'
+    assert defines["KPCTL_BENCH_RECURSIVE"] == f'"{messages.BENCH_RECURSIVE}"'
 
 
 def split(data: bytes) -> list[bytes]:

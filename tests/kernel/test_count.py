@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from conftest import require
-from kmod_fixtures import WORKLOAD_SYSCALL, run_workload, syscall_symbol
+from kmod_fixtures import WORKLOAD_SYSCALL, KmodClient, kmod, run_workload, syscall_symbol  # noqa: F401 (a fixture)
 
+from kpctl.kmod.messages import BENCH_RECURSIVE
 from kpctl.tracefs import Tracefs, find_tracefs
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -242,3 +243,36 @@ def test_latency_and_stacks_in_the_prometheus_format(tracefs: Tracefs, engine: s
         samples = [line for line in out.splitlines() if line.startswith(metric)]
         assert samples and f'engine="{engine}"' in samples[0], out
         assert max(int(float(line.rsplit(" ", 1)[1])) for line in samples) >= CALLS, out
+
+
+def test_latency_of_a_recursion_times_the_calls_its_engine_can_tell_apart(
+        tracefs: Tracefs, engine: str, kmod: KmodClient) -> None:  # noqa: F811
+    """The module's recursive function, 4 calls deep per iteration: the bpf engine keeps
+    an entry time per call depth and times every call; hist triggers keep one per
+    thread, read once by the first return, so only the innermost call is timed."""
+    iterations, depth = 20, 3
+    proc = kpctl(engine, "latency", BENCH_RECURSIVE, "-d", "600")
+    started(proc)
+    kmod.bench(iterations, depth=depth)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    [table] = [json.loads(line) for line in out.splitlines()]
+    timed = sum(b["calls"] for b in table["buckets"])
+    assert timed == {"bpf": iterations * (depth + 1), "tracefs": iterations}[engine], table
+
+
+def test_a_glob_that_names_unprobeable_functions_counts_the_rest_and_says_so(tracefs: Tracefs, engine: str) -> None:
+    # A glob of this kernel's that holds both kinds, and few enough to attach quickly.
+    for pattern in ("kprobe_*", "*_int3_*", "arch_*", "do_*", "vfs_*"):
+        kept, left = tracefs.symbols.probeable_matches(pattern)
+        if left and 0 < len(kept) <= 60:
+            break
+    else:
+        pytest.fail("no glob here names both probeable and unprobeable functions")
+    proc = count(engine, pattern, "-d", "1")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"kpctl: the globs leave out {len(left)} functions (kpctl funcs tells why)" in err.splitlines()
+    [table] = [json.loads(line) for line in out.splitlines()]
+    assert set(left).isdisjoint(row["function"] for row in table["counts"])
