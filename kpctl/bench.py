@@ -4,9 +4,10 @@ A driver makes hits cheaply and countably: the bundled module calls a noinline f
 of its own N times in the kernel (KPCTL_CMD_BENCH) and says how long that took; where
 the module cannot be loaded, a loop of getpgid() calls from here is the driver, and the
 probed function is the syscall's. Each mechanism is set up on the driver's function,
-timed over several runs, checked (its own hit count against the calls made, and the
-kprobe's state in debug/kprobes/list against what the row claims) and removed, however
-the bench ends. The optimization sysctl is restored.
+timed over several runs, checked (its own hit count against the calls made, the
+kprobe's state in debug/kprobes/list against what the row claims, and the live code at
+the kprobe's address, read through /proc/kcore as `kpctl inspect` reads it, against
+that state) and removed, however the bench ends. The optimization sysctl is restored.
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from typing import Any
 from kpctl.backends.tracefs import TracefsBackend
 from kpctl.errors import KpctlError
 from kpctl.inspect.arm import OPTIMIZATION_SYSCTL
+from kpctl.inspect.disasm import host_arch, kprobe_mark
+from kpctl.inspect.kcore import Kcore
 from kpctl.model import Probe, Target
-from kpctl.tracefs import Tracefs
+from kpctl.tracefs import KprobeState, Tracefs
 
-KPROBES_LIST = Path("/sys/kernel/debug/kprobes/list")
 _OFFSETS = range(1, 48)  # where an offset probe may go: the first the kernel takes past the entry
 
 
@@ -126,23 +128,10 @@ class Bench:
 Setup = Callable[[Bench], AbstractContextManager[tuple[Callable[[], int], str]]]
 
 
-def kprobe_flags(symbol: str, offset: int = 0) -> list[list[str]]:
-    """Each kprobe at symbol+offset in debug/kprobes/list: its kind and flags."""
-    try:
-        lines = KPROBES_LIST.read_text().splitlines()
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        fields = line.split()
-        # "ADDR  k  SYM+0xOFF MODULE [FLAG]...": the module, when there is one, unbracketed
-        if len(fields) >= 3 and fields[2] == f"{symbol}+{offset:#x}":
-            found.append([fields[1], *(f.strip("[]") for f in fields[3:] if f.startswith("["))])
-    return found
-
-
 @contextmanager
 def _tracefs_probe(bench: Bench, kind: str, offset: int = 0, enable: bool = True) -> Iterator[TracefsBackend]:
+    if not bench.tracefs.path("kprobe_events").exists():
+        raise NotMeasured("this kernel has no kprobe events (CONFIG_KPROBE_EVENTS)")
     backend = TracefsBackend(bench.tracefs, group=bench.group, instance=bench.instance)
     bench.tracefs.make_instance(bench.instance)
     probe = Probe("r" if kind == "r" else "p", Target(bench.target.symbol, offset, bench.target.module),
@@ -158,15 +147,45 @@ def _profile_hits(backend: TracefsBackend) -> int:
     return sum(s.hits for s in backend.stats())
 
 
+def expected_mark(flags: Sequence[str], x86: bool) -> str:
+    """What the live code at a kprobe's address must be, given its flags (kprobe_mark())."""
+    if "FTRACE" in flags:
+        return "call" if x86 else "bl"
+    if "OPTIMIZED" in flags:
+        return "jmp"
+    return "int3" if x86 else "brk"
+
+
+def _live_code(state: KprobeState) -> str:
+    """The live code at the kprobe's address, checked against its flags; NotMeasured
+    when they disagree (the optimizer flags a kprobe before it writes the jump)."""
+    try:
+        arch = host_arch()
+        with Kcore() as kcore:
+            mark = kprobe_mark(kcore.read(state.address, 4), arch)
+    except KpctlError as e:
+        return f"live code not read: {e.message}"
+    want = expected_mark(state.flags, arch == "x86_64")
+    if mark != want:
+        raise NotMeasured(f"debug/kprobes/list says {' '.join(state.flags) or 'int3/BRK'}, "
+                          f"but the live code at {state.address:#x} is {mark or 'not patched'}")
+    return f"live code {mark}"
+
+
 def _described(bench: Bench, offset: int, claim: str | None) -> str:
-    """The kprobe's flags; NotMeasured when they are not what the row claims."""
-    states = kprobe_flags(bench.driver.symbol, offset)
-    if not states and offset == 0:  # moved past the entry's landing pad (x86 ENDBR: +4)
-        states = next((found for moved in range(1, 16) if (found := kprobe_flags(bench.driver.symbol, moved))), [])
-    flags = sorted({f for state in states for f in state[1:]})
+    """The kprobe's flags and live code; NotMeasured when they are not what the row
+    claims."""
+    listed = bench.tracefs.kprobe_states()
+    places = [offset] if offset else range(16)  # +0 moves past the entry's landing pad (x86 ENDBR: +4)
+    states = next((found for at in places
+                   if (found := [s for s in listed if s.where == f"{bench.driver.symbol}+{at:#x}"])), [])
+    flags = sorted({f for state in states for f in state.flags})
     if claim is not None and claim not in flags:
         raise NotMeasured(f"the kprobe is {' '.join(flags) or 'a plain kprobe'}, not {claim}")
-    return " ".join(flags) or "int3/BRK"
+    what = " ".join(flags) or "int3/BRK"
+    if not states or "DISABLED" in flags:
+        return what
+    return f"{what}, {'; '.join(sorted({_live_code(state) for state in states}))}"
 
 
 @contextmanager
@@ -224,11 +243,16 @@ def _optimization(value: str) -> Iterator[None]:
 def offset_kprobe(bench: Bench, optimized: bool) -> Iterator[tuple[Callable[[], int], str]]:
     offset = _probe_offset(bench)
     with _optimization("1" if optimized else "0"), _tracefs_probe(bench, "p", offset) as backend:
-        if optimized:  # the optimizer runs a few jiffies after arming: wait for it
+        if optimized:  # the optimizer runs a few jiffies after arming: wait for its jump
             deadline = time.monotonic() + 10
-            while "OPTIMIZED" not in _described(bench, offset, None) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            what = _described(bench, offset, "OPTIMIZED")
+            while True:
+                try:
+                    what = _described(bench, offset, "OPTIMIZED")
+                    break
+                except NotMeasured:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
         else:
             what = _described(bench, offset, None)
             if "OPTIMIZED" in what or "FTRACE" in what:
@@ -427,20 +451,23 @@ def context(driver: Driver, root: Path = Path("/")) -> Context:
                    "; ".join(mitigated) or "none reported", driver.description)
 
 
-def open_driver(tracefs: Tracefs) -> tuple[Driver, Callable[[], None]]:
-    """The module's driver (loading the module if it is built and not loaded), or the
-    syscall loop, and what undoes the choice."""
+def open_driver(tracefs: Tracefs, kind: str | None = None) -> tuple[Driver, Callable[[], None]]:
+    """The driver of that kind ("module" or "syscall"), or else the module's (loading
+    the module if it is built and not loaded) where it can be had and the syscall loop
+    where not; and what undoes the choice."""
     from kpctl.kmod import is_loaded
 
     loaded_here = False
-    why = ""
-    if not is_loaded():
+    why = "asked for with --driver syscall" if kind == "syscall" else ""
+    if not why and not is_loaded():
         try:
             from kpctl.kmod import loader
 
             loader.load()
             loaded_here = True
         except KpctlError as e:
+            if kind == "module":
+                raise
             why = f"the module could not be loaded: {e.message}"
     if not why:
         from kpctl.kmod.client import KmodClient

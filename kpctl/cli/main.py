@@ -852,8 +852,12 @@ def funcs(pattern: str, as_json: bool) -> None:
               help="Calls of the probed function per run.")
 @click.option("--runs", "-r", type=click.IntRange(1, 100), default=5, show_default=True,
               help="Runs per mechanism (the median counts).")
+@click.option("--driver", "driver_kind", type=click.Choice(["module", "syscall"]),
+              help="What makes the calls: the module's loop in the kernel, or getpgid() from here "
+                   "(the syscall's function has BTF, so BPF fentry/fexit can be measured). "
+                   "Default: the module where it can be loaded.")
 @json_option
-def bench(calls: int, runs: int, as_json: bool) -> None:
+def bench(calls: int, runs: int, driver_kind: str | None, as_json: bool) -> None:
     """What one hit of each probe mechanism costs on this kernel, side by side.
 
     A driver calls one function N times: the bundled module's (kpctl kmod build; bench
@@ -868,6 +872,7 @@ def bench(calls: int, runs: int, as_json: bool) -> None:
     Examples:
       sudo kpctl bench
       sudo kpctl bench -n 1000000 -r 7 --json
+      sudo kpctl bench --driver syscall
     """
     from dataclasses import asdict
 
@@ -875,7 +880,7 @@ def bench(calls: int, runs: int, as_json: bool) -> None:
     from kpctl.signals import StopRequested, stop_on_sigterm
 
     tracefs = open_tracefs()
-    driver, close = open_driver(tracefs)
+    driver, close = open_driver(tracefs, driver_kind)
     try:
         about = context(driver)
         if not as_json:
@@ -885,7 +890,7 @@ def bench(calls: int, runs: int, as_json: bool) -> None:
         with stop_on_sigterm():
             try:
                 rows = run_bench(Bench(tracefs, driver, calls, runs), say=progress)
-            except StopRequested:
+            except (KeyboardInterrupt, StopRequested):
                 raise KpctlError("stopped: everything it set up is removed") from None
     finally:
         close()

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from kpctl import bench
-from kpctl.bench import Row, SyscallDriver, context, kprobe_flags, rows_as_table
+from kpctl.bench import Row, SyscallDriver, context, expected_mark, rows_as_table
+from kpctl.inspect.disasm import Arch, kprobe_mark
+from kpctl.tracefs import Tracefs
 
 DRIVER = SyscallDriver("__x64_sys_getpgid", "no module")
 
@@ -40,16 +42,22 @@ def test_a_hypervisor_is_a_virtual_machine_not_emulation(tmp_path: Path) -> None
     assert about.virtualization == "virtual machine (QEMU KVM)"
 
 
-def test_kprobe_flags_are_read_per_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    listing = tmp_path / "list"
-    listing.write_text("ffffffffc0a01010  k  kpctl_bench_target+0x0 kpctl_kmod [FTRACE]\n"
-                       "ffffffffc0a01019  k  kpctl_bench_target+0x9 kpctl_kmod [OPTIMIZED]\n"
-                       "ffffffffc0a01010  r  kpctl_bench_target+0x0 kpctl_kmod [FTRACE]\n"
-                       "ffffffff81234560  k  vfs_read+0x0    \n")
-    monkeypatch.setattr(bench, "KPROBES_LIST", listing)
-    assert kprobe_flags("kpctl_bench_target", 9) == [["k", "OPTIMIZED"]]
-    assert kprobe_flags("vfs_read") == [["k"]]
-    assert [state[0] for state in kprobe_flags("kpctl_bench_target")] == ["k", "r"]
+@pytest.mark.parametrize(("code", "arch", "mark"), [
+    ("cc1f440000", "x86_64", "int3"),  # the breakpoint over an ftrace site's nop
+    ("e9a0ffffff", "x86_64", "jmp"),  # an optimized kprobe's jump to its detour buffer
+    ("e8b0ffffff", "x86_64", "call"),  # the ftrace site in use
+    ("0f1f440000", "x86_64", None),  # the ftrace site's nop: nothing patched
+    ("800020d4", "arm64", "brk"),  # BRK #0x4
+    ("05000094", "arm64", "bl"),  # the patchable entry's bl to ftrace
+    ("1f2003d5", "arm64", None),  # nop
+])
+def test_live_code_is_read_as_what_patched_it(code: str, arch: Arch, mark: str | None) -> None:
+    assert kprobe_mark(bytes.fromhex(code), arch) == mark
+
+
+def test_each_kprobe_state_has_the_live_code_it_must_show() -> None:
+    assert [expected_mark(flags, x86=True) for flags in ((), ("FTRACE",), ("OPTIMIZED",))] == ["int3", "call", "jmp"]
+    assert [expected_mark(flags, x86=False) for flags in ((), ("FTRACE",))] == ["brk", "bl"]
 
 
 def test_rows_show_cost_check_and_why_not() -> None:
@@ -60,3 +68,18 @@ def test_rows_show_cost_check_and_why_not() -> None:
     ])
     assert [(r["ns/hit"], r["hits"], r["what"]) for r in rows] == [
         ("812", "ok", "FTRACE"), ("1500", "590 of 600", ""), ("-", "", "not measured: kpctl_kmod has no BTF")]
+
+
+def test_without_kprobe_events_every_kprobe_row_says_why(tmp_path: Path) -> None:
+    class Driver(bench.Driver):
+        symbol, module, description = "kpctl_bench_target", None, "a stand-in"
+
+        def run(self, calls: int) -> int:
+            return 10 * calls
+
+    (tmp_path / "instances").mkdir()
+    (tmp_path / "README").write_text("tracing mini-HOWTO:\n")
+    rows = {r.mechanism: r for r in bench.run_bench(bench.Bench(Tracefs(tmp_path, debugfs=tmp_path), Driver(), 10, 2))}
+    for name in ("kprobe event, disabled", "kprobe at +0 (tracefs)", "kprobe at an offset, int3/BRK", "kretprobe (tracefs)"):
+        assert rows[name].detail == "this kernel has no kprobe events (CONFIG_KPROBE_EVENTS)"
+    assert list((tmp_path / "instances").iterdir()) == []

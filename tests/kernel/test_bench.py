@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import platform
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from kmod_fixtures import KmodClient, kmod  # noqa: F401 (a fixture)
 
 from kpctl.inspect.arm import OPTIMIZATION_SYSCTL
@@ -43,9 +46,12 @@ def test_every_measured_row_counted_every_call(kmod: KmodClient) -> None:  # noq
                  "kretprobe (tracefs)", "kprobe (module)", "kretprobe (module)", "BPF kprobe", "BPF kretprobe",
                  "ftrace function tracer"):
         assert rows[name]["ns_per_hit"] is not None, rows[name]
+    # The live code at each kprobe, read through /proc/kcore, is what its flags say.
+    assert rows["kprobe at an offset, int3/BRK"]["detail"].endswith(f"live code {'int3' if X86 else 'brk'}")
     if X86:
-        assert "FTRACE" in rows["kprobe at +0 (tracefs)"]["detail"]
-        assert "OPTIMIZED" in rows["kprobe at an offset, optimized"]["detail"], rows["kprobe at an offset, optimized"]
+        assert rows["kprobe at +0 (tracefs)"]["detail"] == "FTRACE, live code call"
+        assert rows["kprobe at an offset, optimized"]["detail"].endswith("OPTIMIZED, live code jmp"), \
+            rows["kprobe at an offset, optimized"]
     else:
         assert rows["kprobe at an offset, optimized"]["detail"].startswith("this kernel has no jump optimization")
     assert rows["BPF fentry"]["ns_per_hit"] is None and rows["BPF fentry"]["detail"]  # no BTF for the module
@@ -70,3 +76,25 @@ def test_without_the_module_a_syscall_loop_drives(kmod: KmodClient) -> None:  # 
     assert rows["kprobe (module)"]["detail"] == "the module is not loaded"
     nothing_left(Tracefs(find_tracefs()))
 
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_mid_bench_removes_everything_and_restores_the_sysctl(
+        kmod: KmodClient, signum: signal.Signals) -> None:  # noqa: F811
+    """Stopped while the int3/BRK row holds its probe (on x86 with optimization
+    turned off for it)."""
+    tracefs = Tracefs(find_tracefs())
+    sysctl = OPTIMIZATION_SYSCTL.read_text() if OPTIMIZATION_SYSCTL.exists() else None
+    proc = subprocess.Popen([sys.executable, "-m", "kpctl", "bench", "-n", "20000", "-r", "3"],
+                            cwd=CHECKOUT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    offset_probe = f"kpctl_bench_{proc.pid}/bench kpctl_kmod:kpctl_bench_target+"
+    deadline = time.monotonic() + 300
+    while offset_probe not in tracefs.read("dynamic_events") or (sysctl is not None and OPTIMIZATION_SYSCTL.read_text() != "0\n"):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and err.endswith("Error: stopped: everything it set up is removed\n"), (out, err)
+    nothing_left(tracefs)
+    assert (OPTIMIZATION_SYSCTL.read_text() if OPTIMIZATION_SYSCTL.exists() else None) == sysctl
+    assert kmod.dump() == []
