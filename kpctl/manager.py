@@ -283,7 +283,10 @@ def expand_targets(symbols: KernelSymbols, targets: Sequence[str], limit: int) -
         pattern = target.removesuffix("%return")
         kept, skipped = symbols.probeable_matches(pattern)
         if not kept:
-            raise ProbeNotFoundError(f"no probeable function matches {pattern}", f"see: kpctl funcs '{pattern}'")
+            reasons = set(skipped.values())
+            why = (f": {len(skipped)} match, and {reasons.pop()}" if len(reasons) == 1
+                   else f": {len(skipped)} match, none can be probed" if skipped else "")
+            raise ProbeNotFoundError(f"no probeable function matches {pattern}{why}", f"see: kpctl funcs '{pattern}'")
         expanded.extend(name + target[len(pattern):] for name in kept)
         left.update(skipped)
     if len(expanded) > limit:

@@ -101,7 +101,7 @@ def status(as_json: bool) -> None:
     """
     from dataclasses import asdict
 
-    from kpctl.kmod import loader
+    from kpctl.kmod import loader, modules_supported
     from kpctl.kmod.client import KmodClient
 
     state = loader.status()
@@ -114,7 +114,8 @@ def status(as_json: bool) -> None:
         return
     built = f"built: {state.module}" if state.module else "not built"
     if not state.loaded:
-        click.echo(f"kpctl_kmod: not loaded (kernel {state.release}, {built})")
+        cannot = "" if modules_supported() else "; this kernel cannot load modules"
+        click.echo(f"kpctl_kmod: not loaded (kernel {state.release}, {built}{cannot})")
         return
     click.echo(f"kpctl_kmod: loaded (kernel {state.release}, {built}, max_probes {state.max_probes}, "
                f"max_instances {state.max_instances}, {len(rows)} probes)")

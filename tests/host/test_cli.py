@@ -414,6 +414,12 @@ def test_add_takes_a_glob_of_probeable_functions(fake: FakeTracefs) -> None:
         "r:kpctl/vfs_read_ret vfs_read", "r:kpctl/vfs_write_ret vfs_write"]
 
 
+def test_a_glob_on_a_kernel_without_kprobe_events_says_why_nothing_matches(fake: FakeTracefs) -> None:
+    fake.path("kprobe_events").unlink()
+    assert run("add", "vfs_*") == (1, "Error: no probeable function matches vfs_*: 2 match, and this kernel has no "
+                                      "kprobe_events: nothing can be probed through it\nsee: kpctl funcs 'vfs_*'\n")
+
+
 def test_a_glob_may_not_make_more_than_max_probes(fake: FakeTracefs) -> None:
     assert run("add", "vfs_*", "--max-probes", "1") == (
         2, "Error: 2 probes asked for, more than --max-probes 1\nnarrow the glob, or raise --max-probes\n")

@@ -56,9 +56,13 @@ def test_status_when_not_loaded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
     monkeypatch.setattr(kpctl.kmod, "SYSFS", tmp_path / "no-module")
     monkeypatch.setattr(build, "BUILD_ROOT", tmp_path)
+    monkeypatch.setattr(kpctl.kmod, "modules_supported", lambda: True)
     result = CliRunner().invoke(kmod, ["status"])
     assert result.exit_code == 0, result.output
     assert result.output == f"kpctl_kmod: not loaded (kernel {os.uname().release}, not built)\n"
+    monkeypatch.setattr(kpctl.kmod, "modules_supported", lambda: False)
+    assert CliRunner().invoke(kmod, ["status"]).output == (
+        f"kpctl_kmod: not loaded (kernel {os.uname().release}, not built; this kernel cannot load modules)\n")
 
 
 @pytest.mark.parametrize("command", [["build"], ["load"], ["unload"]])
