@@ -148,8 +148,9 @@ class LatencyTimer:
     the time per thread in a hist variable, the return probe's computes the latency and
     fires a synthetic event of this process's own (onmatch), whose trigger buckets it.
 
-    Per thread, the entry's time is one variable: a recursive call's inner entry
-    replaces the outer's, and the outer call is then timed from the inner entry.
+    Per thread, the entry's time is one variable, and a hist variable is read once: a
+    recursive call's inner entry replaces the outer's, the innermost return reads it,
+    and the outer returns find none, so of a recursion only the innermost call is timed.
     """
     engine = ENGINE
 

@@ -648,8 +648,8 @@ def latency(functions: tuple[str, ...], interval: float | None, duration: float 
 
     The bpf engine keeps each thread's entry times per call depth: nested and recursive
     calls are each timed from their own entry. The tracefs engine keeps one entry time
-    per thread (a hist variable): a recursive call's outer return is timed from the
-    inner entry.
+    per thread (a hist variable, read once): of a recursion only the innermost call is
+    timed.
 
     \b
     Examples:
