@@ -428,8 +428,11 @@ def context(driver: Driver, root: Path = Path("/")) -> Context:
             return ""
 
     cpuinfo = read("proc/cpuinfo")
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                if line.split(":", 1)[0].strip() in ("model name", "Hardware")), "") or platform.processor() or "unknown"
+    fields = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in cpuinfo.splitlines()) if v)
+    # arm64's cpuinfo names no model: its MIDR fields say which core it is.
+    arm = (f"CPU implementer {fields['CPU implementer']}, part {fields['CPU part']}"
+           if "CPU implementer" in fields and "CPU part" in fields else "")
+    cpu = fields.get("model name") or fields.get("Hardware") or arm or platform.processor() or "unknown"
     vendor = " ".join(filter(None, (read("sys/class/dmi/id/sys_vendor"), read("sys/class/dmi/id/product_name"))))
     model = read("proc/device-tree/model").rstrip("\0")
     hypervisor = " hypervisor" in cpuinfo or "QEMU" in vendor or "dummy-virt" in model or "QEMU" in cpu

@@ -37,6 +37,11 @@ def test_an_emulated_cpu_is_said_to_compare_only_ratios(tmp_path: Path) -> None:
     assert about.driver == "a getpgid() loop from user space, probes on __x64_sys_getpgid (no module)"
 
 
+def test_an_arm64_cpu_is_named_by_its_midr_fields(tmp_path: Path) -> None:
+    cpuinfo = "processor\t: 0\nBogoMIPS\t: 125.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n\nprocessor\t: 1\n"
+    assert context(DRIVER, machine(tmp_path, cpuinfo)).cpu == "CPU implementer 0x41, part 0xd0c"
+
+
 def test_a_hypervisor_is_a_virtual_machine_not_emulation(tmp_path: Path) -> None:
     about = context(DRIVER, machine(tmp_path, "model name\t: AMD EPYC 7763\nflags\t: fpu hypervisor\n", "QEMU", "KVM"))
     assert about.virtualization == "virtual machine (QEMU KVM)"
