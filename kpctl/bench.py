@@ -310,7 +310,7 @@ def module_probe(is_return: bool) -> Setup:
     @contextmanager
     def setup(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
         if not isinstance(bench.driver, ModuleDriver):
-            raise NotMeasured("the module is not loaded")
+            raise NotMeasured("measured with the module's driver only (kpctl kmod build; --driver module)")
         from kpctl.kmod.messages import Kind
 
         client = bench.driver.client
