@@ -73,7 +73,7 @@ def test_without_the_module_a_syscall_loop_drives(kmod: KmodClient) -> None:  # 
     assert result["context"]["driver"].startswith("a getpgid() loop from user space")
     rows = {r["mechanism"]: r for r in result["rows"]}
     assert rows["kprobe at +0 (tracefs)"]["checked"], rows["kprobe at +0 (tracefs)"]
-    assert rows["kprobe (module)"]["detail"] .startswith("measured with the module's driver only")
+    assert rows["kprobe (module)"]["detail"].startswith("measured with the module's driver only")
     nothing_left(Tracefs(find_tracefs()))
 
 
