@@ -137,9 +137,20 @@ class HitCounter:
             dropped += lost
             if self.by is None:
                 counts.append(Count(function, None, sum(e.count for e in entries)))
+            elif self.by == "stack":
+                counts.extend(Count(function, from_function(e.key, function), e.count) for e in entries)
             else:
                 counts.extend(Count(function, e.key, e.count) for e in entries)
         return biggest_first(counts), dropped
+
+
+def from_function(stack: str, function: str) -> str:
+    """A kprobe event's stack, leaf first, from the probed function on: the kernel
+    records it inside the kprobe's own handler (on x86 an ftrace-based kprobe adds
+    kprobe_ftrace_handler and its trampoline above the function)."""
+    frames = stack.split(";")
+    at = next((i for i, frame in enumerate(frames) if frame.split("+", 1)[0] == function), 0)
+    return ";".join(frames[at:])
 
 
 class LatencyTimer:

@@ -11,7 +11,7 @@ import pytest
 
 from kpctl.aggregation.bpf import BpfHitCounter, BpfLatencyTimer
 from kpctl.aggregation.counts import Count
-from kpctl.aggregation.hist_triggers import LatencyTimer
+from kpctl.aggregation.hist_triggers import LatencyTimer, from_function
 from kpctl.counting import choose_engine
 from kpctl.errors import KpctlError, UsageError
 from kpctl.registry import Availability
@@ -145,3 +145,12 @@ def test_an_argument_key_prints_as_its_type_and_a_bucket_as_hist_triggers_do() -
     timer = BpfLatencyTimer(["vfs_read"], by="cpu")
     timer.program.bpf = FakeBpf({(0, 5, 1, b""): 3})
     assert timer.counts()[0] == [Count("vfs_read", "~ 2^5", 3, "1")]
+
+
+def test_a_hist_trigger_stack_starts_at_the_probed_function() -> None:
+    # As 6.1 on x86 records it from an ftrace-based kprobe (examples/counting.sh).
+    leaf_first = ("kprobe_ftrace_handler+0x10b;0xffffffffc03220c8;__x64_sys_clock_nanosleep+0x5;"
+                  "do_syscall_64+0x5d;entry_SYSCALL_64_after_hwframe+0x6e")
+    assert from_function(leaf_first, "__x64_sys_clock_nanosleep") == (
+        "__x64_sys_clock_nanosleep+0x5;do_syscall_64+0x5d;entry_SYSCALL_64_after_hwframe+0x6e")
+    assert from_function("a+0x1;b+0x2", "elsewhere") == "a+0x1;b+0x2"
