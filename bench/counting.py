@@ -101,7 +101,7 @@ def main() -> None:
     for name, times in rows:
         median = statistics.median(times)
         print(f"{name:<26}{median:>10.0f}{max(times) - min(times):>10.0f}{median - unprobed:>24.0f}")
-    kpctl_s = first_table_s([*KPCTL, "count", "vfs_*", "-i", "1"], "function")
+    kpctl_s = first_table_s([*KPCTL, "count", "vfs_*", "-i", "1"], "FUNCTION")
     funccount_s = first_table_s(["funccount-bpfcc", "-i", "1", "vfs_*"], "FUNC")
     print(f"first table of 'vfs_*' -i 1: kpctl count {kpctl_s:.1f} s, funccount-bpfcc {funccount_s:.1f} s "
           f"({kpctl_s / funccount_s:.2f} x)")
