@@ -67,7 +67,7 @@ def first_table_s(argv: list[str], first: str) -> float:
     """Seconds from starting argv to the first stdout line that starts with first."""
     began = time.perf_counter()
     # funccount prints into a pipe in blocks: unbuffered, it prints each table as it ends.
-    proc = subprocess.Popen(argv, cwd=CHECKOUT, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(argv, cwd=CHECKOUT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None
     try:
@@ -77,10 +77,10 @@ def first_table_s(argv: list[str], first: str) -> float:
                 break
             if line.startswith(first):
                 return time.perf_counter() - began
-        raise SystemExit(f"{' '.join(argv)} printed no table")
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
+    raise SystemExit(f"{' '.join(argv)} printed no table: {err.strip().splitlines()[-1:]}")
 
 
 def main() -> None:
