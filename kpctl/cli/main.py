@@ -561,15 +561,16 @@ def run_counting(counter: Aggregation, tracefs: Tracefs, how_many: int, duration
     from kpctl.signals import StopRequested, stop_on_sigterm
 
     collect_garbage(tracefs)
+    functions = f"{how_many} function{'s' if how_many != 1 else ''}"
     if counter.engine == "bpf" and sys.stderr.isatty():
-        click.echo(f"kpctl: compiling and attaching a BPF program for {how_many} functions...", err=True)
+        click.echo(f"kpctl: compiling and attaching a BPF program for {functions}...", err=True)
     with stop_on_sigterm(), counter.counting():
         until = None if duration is None else time.monotonic() + duration
         before: list[Any] = []
         interrupted = False
         try:
             # Said once the triggers count: whoever waits for it may start what it wants counted.
-            click.echo(f"kpctl: counting {how_many} functions with {ENGINES[counter.engine]}; Ctrl-C ends", err=True)
+            click.echo(f"kpctl: counting {functions} with {ENGINES[counter.engine]}; Ctrl-C ends", err=True)
             while until is None or time.monotonic() < until:
                 left = None if until is None else max(until - time.monotonic(), 0.0)
                 time.sleep(min(x for x in (interval, left, 3600.0) if x is not None))
