@@ -565,8 +565,10 @@ def run_counting(counter: Aggregation, tracefs: Tracefs, how_many: int, duration
     if counter.engine == "bpf" and sys.stderr.isatty():
         click.echo(f"kpctl: compiling and attaching a BPF program for {functions}...", err=True)
     with stop_on_sigterm(), counter.counting():
+        # Probes count from the moment each is armed, the first of many for a while
+        # before the last: what they counted before all were armed is left out.
+        before: list[Count] = counter.counts()[0]
         until = None if duration is None else time.monotonic() + duration
-        before: list[Any] = []
         interrupted = False
         try:
             # Said once the triggers count: whoever waits for it may start what it wants counted.
@@ -581,9 +583,7 @@ def run_counting(counter: Aggregation, tracefs: Tracefs, how_many: int, duration
                     before = now
         except (KeyboardInterrupt, StopRequested):
             interrupted = True
-        if interval is None:
-            show(*counter.counts())
-        elif interrupted:  # the interval Ctrl-C cut short
+        if interval is None or interrupted:  # the whole, or the interval Ctrl-C cut short
             now, dropped = counter.counts()
             show(since(now, before), dropped)
 
