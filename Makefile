@@ -8,7 +8,7 @@ CMD ?= kpctl doctor
 # Guests whose kernel tests `make test` runs, as ARCH/KERNEL: all four.
 GUESTS ?= x86_64/6.1 x86_64/6.12 arm64/6.1 arm64/6.12
 
-.PHONY: setup venv test lint docs host-test harness-test kernel-test soak vagrant-boxes vagrant-test demo demo-kmod vm-run vm-shell images bench
+.PHONY: setup venv test lint docs host-test harness-test kernel-test soak vagrant-boxes vagrant-test demo counting-demo demo-kmod vm-run vm-shell images bench
 
 setup:
 	bash guest/host-setup.sh
@@ -54,6 +54,9 @@ images: setup
 
 demo: setup
 	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- sh examples/demo.sh
+
+counting-demo: setup
+	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- sh examples/counting.sh
 
 demo-kmod: setup
 	$(HARNESS) run --arch $(ARCH) --kernel $(KERNEL) -- sh examples/demo-kmod.sh
