@@ -76,3 +76,13 @@ def test_nothing_is_probeable_without_kprobe_events(tables: Path) -> None:
 
 def test_the_empty_name_is_no_function(tables: Path) -> None:
     assert not symbols(tables).status("").probeable
+
+
+@pytest.mark.parametrize("glob", ["vfs_*", "*", "[cv]*", "[!v]*", "?fs_rea[d]", "clean*", "*_*text", "[]x]*", "v[", "*bpf_*"])
+def test_a_glob_before_the_parse_matches_what_it_matches_after(tables: Path, glob: str) -> None:
+    # A glob alone is found in kallsyms' text; once it is parsed, in its table.
+    fresh, parsed = symbols(tables), symbols(tables)
+    parsed.by_name  # noqa: B018 (parse it)
+    assert fresh.match(glob) == parsed.match(glob)
+    assert fresh.probeable_matches(glob) == parsed.probeable_matches(glob)
+    assert "by_name" not in fresh.__dict__
