@@ -31,7 +31,6 @@ struct kpctl_key {
 };
 BPF_HASH(kpctl_counts, struct kpctl_key, u64, %(size)d);
 BPF_ARRAY(kpctl_dropped, u64, 1);
-BPF_STACK_TRACE(kpctl_stacks, %(size)d);
 
 /* The bucket of v as hist triggers' .log2 keys it: ilog2(roundup_pow_of_two(v)). */
 static inline u32 kpctl_log2_up(u64 v) {
@@ -50,6 +49,17 @@ static inline void kpctl_count(struct kpctl_key *key) {
         __sync_fetch_and_add(dropped, 1);
 }
 """
+
+# Only where stacks are counted: the map preallocates TABLE_SIZE stacks of up to 127
+# frames (perf_event_max_stack), about 10 MB of kernel memory.
+_STACKS = """
+BPF_STACK_TRACE(kpctl_stacks, %(size)d);
+"""
+
+
+def _head(split: object) -> str:
+    return _HEAD % {"size": TABLE_SIZE} + (_STACKS % {"size": TABLE_SIZE} if split == "stack" else "")
+
 
 _COUNT = """
 int kpctl_probe_%(n)d(struct pt_regs *ctx) {
@@ -211,7 +221,7 @@ class BpfHitCounter:
         key = _split_statements(self.split, is_return)
         if log2:
             key += "\n    key.slot = kpctl_log2_up(key.value);\n    key.value = 0;"
-        self.program = _Program(_HEAD % {"size": TABLE_SIZE} + "".join(
+        self.program = _Program(_head(self.split) + "".join(
             _COUNT % {"n": n, "key": key} for n in range(len(self.functions))))
         self.program.probes = [(f, f"kpctl_probe_{n}", is_return) for n, f in enumerate(self.functions)]
 
@@ -234,7 +244,7 @@ class BpfLatencyTimer:
         if isinstance(self.split, FetchArg) or self.split == "stack":
             raise UsageError(f"latency splits by pid, comm or cpu, not {by}")
         key = _split_statements(self.split, True)
-        self.program = _Program(_HEAD % {"size": TABLE_SIZE} + _LATENCY_HEAD % {"size": TABLE_SIZE} + "".join(
+        self.program = _Program(_head(self.split) + _LATENCY_HEAD % {"size": TABLE_SIZE} + "".join(
             _LATENCY % {"n": n, "unit": UNITS[unit], "key": key} for n in range(len(self.functions))))
         # Return probes first: a call already running when its entry probe arms is then
         # not timed (its return finds no entry), rather than timed from a later entry.

@@ -55,6 +55,13 @@ def test_each_function_gets_its_own_bpf_function() -> None:
     counter = BpfHitCounter(["vfs_read", "vfs_write"], by="stack")
     assert counter.program.probes == [("vfs_read", "kpctl_probe_0", False), ("vfs_write", "kpctl_probe_1", False)]
     assert counter.program.text.count("kpctl_stacks.get_stackid(ctx, 0)") == 2
+    assert "BPF_STACK_TRACE(kpctl_stacks" in counter.program.text
+
+
+def test_a_stack_map_only_where_stacks_are_counted() -> None:
+    # It preallocates about 10 MB of kernel memory.
+    assert "BPF_STACK_TRACE" not in BpfHitCounter(["vfs_read"]).program.text
+    assert "BPF_STACK_TRACE" not in BpfLatencyTimer(["vfs_read"], by="comm").program.text
 
 
 def test_a_histogram_of_the_return_value_uses_return_probes_and_buckets_it() -> None:
