@@ -26,6 +26,7 @@ from kpctl.errors import KpctlError
 from kpctl.inspect.arm import OPTIMIZATION_SYSCTL
 from kpctl.inspect.disasm import host_arch, kprobe_mark
 from kpctl.inspect.kcore import Kcore
+from kpctl.manager import short_lived
 from kpctl.model import Probe, Target
 from kpctl.tracefs import KprobeState, Tracefs
 
@@ -136,11 +137,9 @@ def _tracefs_probe(bench: Bench, kind: str, offset: int = 0, enable: bool = True
     bench.tracefs.make_instance(bench.instance)
     probe = Probe("r" if kind == "r" else "p", Target(bench.target.symbol, offset, bench.target.module),
                   event="bench", group=bench.group)
-    backend.add([probe], enable=enable)
-    try:
+    # Removed with signals held: a Ctrl-C during the removal left the probe (arm64 6.12).
+    with short_lived(backend, [probe], enable=enable):
         yield backend
-    finally:
-        backend.remove(["bench"])
 
 
 def _profile_hits(backend: TracefsBackend) -> int:
