@@ -260,10 +260,11 @@ static noinline __noclone int kpctl_bench_recursive(int depth)
 }
 
 /*
- * Call the bench target (or, given a DEPTH, the recursive one) ITERATIONS times and report how long that took. Process
- * context: every 1024 calls it may reschedule (probes cost microseconds each under
- * emulation: millions of calls must not hold the CPU for seconds), and a fatal signal
- * stops it. Without kpctl_lock: it touches no probe.
+ * Call the bench target (or, given a DEPTH, the recursive one) ITERATIONS times and
+ * report how long that took. Process context: every 1024 calls it may reschedule
+ * (probes cost microseconds each under emulation: millions of calls must not hold the
+ * CPU for seconds), and a fatal signal stops it. Without kpctl_lock: it touches no
+ * probe.
  */
 static int kpctl_cmd_bench(struct sk_buff *skb, struct genl_info *info)
 {

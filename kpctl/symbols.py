@@ -91,6 +91,7 @@ class KernelSymbols:
                 table[name].append(symbol)
             else:
                 table[name] = [symbol]
+        self.__dict__.pop("_text")  # parsed: the table answers from now on
         return table
 
     @cached_property
