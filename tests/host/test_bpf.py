@@ -7,6 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from test_cli import FakeTracefs, fake  # noqa: F401 (a fixture)
 
 from kpctl.backends.bpf import BpfBackend, trace_line
 from kpctl.cli.main import cli
@@ -47,7 +48,7 @@ def test_what_bpf_cannot_fetch_is_refused_before_bcc_loads(fetchargs: list[str],
     assert e.value.message == message
 
 
-def test_without_bcc_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_bcc_the_error_says_what_to_install(fake: FakeTracefs, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
