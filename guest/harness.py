@@ -294,10 +294,18 @@ def shell(guest: Guest) -> int:
 def test(guest: Guest, paths: str = "tests/kernel", timeout: float = 2400) -> int:
     """Run the kernel tests in one pytest process in the guest (Python starts slowly
     under emulation); print a one-line verdict with the guest's kernel and count."""
-    result = run(guest, f"python3 -m pytest -p no:cacheprovider -q -rs --durations=5 {paths}", timeout=timeout)
+    started = time.monotonic()
+    result = run(guest, f"python3 -m pytest -p no:cacheprovider -q -rs --durations=5 "
+                        f"--junitxml=/kpctl-out/junit.xml {paths}", timeout=timeout)
     summary = _pytest_summary(result.output)
     line = f"harness: guest {guest} ({result.guest.arch}, kernel {result.kernel_release}): {summary}"
     print(line, flush=True)
+    junit = result.console_log.with_name("junit.xml")
+    if junit.exists():
+        # Where a guest's time goes, for README's time budgets.
+        files = ", ".join(f"{name} {seconds:.0f}" for name, seconds in seconds_by_file(junit.read_text()))
+        print(f"harness: guest {guest}: {time.monotonic() - started:.0f} s in all; pytest seconds by file: {files}",
+              flush=True)
     if result.returncode != 0:
         raise HarnessError(f"guest {guest}: kernel tests failed (pytest exit {result.returncode}): {summary}")
     return 0
@@ -329,6 +337,19 @@ def _build_quietly(guests: list[Guest]) -> None:
             ensure_image(guest)
         except HarnessError:
             pass
+
+
+def seconds_by_file(junit_xml: str) -> list[tuple[str, float]]:
+    """pytest's JUnit XML summed per test file (setup and teardown included), slowest
+    first."""
+    import xml.etree.ElementTree as ElementTree
+
+    seconds: dict[str, float] = {}
+    for case in ElementTree.fromstring(junit_xml).iter("testcase"):
+        classname = case.get("classname", "")  # tests.kernel.test_count[.TestClass]
+        name = next((part for part in classname.split(".") if part.startswith("test_")), classname)
+        seconds[name] = seconds.get(name, 0.0) + float(case.get("time", "0"))
+    return sorted(seconds.items(), key=lambda item: -item[1])
 
 
 def _pytest_summary(output: str) -> str:

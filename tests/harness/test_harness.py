@@ -92,3 +92,14 @@ def test_console_watch_finds_the_first_kernel_splat() -> None:
     watch.feed(b"s on CPUs/tasks:\r\n[   12.000002] Call Trace:\n")
     assert watch.first == "[   12.000001] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:"
     assert watch.excerpt().splitlines()[1] == "[   12.000002] Call Trace:"
+
+
+def test_seconds_by_file_sums_a_files_tests_slowest_first(tmp_path: Path) -> None:
+    (tmp_path / "test_one.py").write_text("import time\ndef test_a(): time.sleep(0.2)\ndef test_b(): time.sleep(0.2)\n")
+    (tmp_path / "test_two.py").write_text("import time\nclass TestC:\n    def test_c(self): time.sleep(0.1)\n")
+    junit = tmp_path / "junit.xml"
+    pytest.main(["-q", "-p", "no:cacheprovider", f"--junitxml={junit}", str(tmp_path / "test_one.py"),
+                 str(tmp_path / "test_two.py")])
+    [(first, slow), (second, fast)] = harness.seconds_by_file(junit.read_text())
+    assert (first, second) == ("test_one", "test_two")
+    assert slow >= 0.4 and 0.1 <= fast < slow
