@@ -200,6 +200,7 @@ class HitCounts:
     hits: int = 0
     lost: int = 0  # events the kernel dropped because the buffer was full
     unparsed: int = 0  # lines that are neither a hit nor a LOST notice
+    first_unparsed: str | None = None  # shown in the summary: what the kernel wrote
 
 
 class HitParser:
@@ -235,6 +236,13 @@ def lost_events(text: str) -> list[tuple[int, int]]:
     if "LOST" not in text:  # a substring test keeps this off the common path
         return []
     return [(int(c), int(n)) for c, n in _LOST_LINE.findall(text)]
+
+
+def _first_unparsed(text: str) -> str | None:
+    for line in text.splitlines():
+        if not (_HIT_LINE.match(line) or _LOST_LINE.match(line)):
+            return line
+    return None
 
 
 class HitStream:
@@ -316,7 +324,10 @@ class HitStream:
             for cpu_no, n in lost:
                 counts.lost += n
                 append(_to_json_line({"lost": n, "cpu": cpu_no}) if self._as_json else f"LOST {n} events on CPU {cpu_no}")
-            counts.unparsed += text.count("\n") - matched - len(lost)
+            unparsed = text.count("\n") - matched - len(lost)
+            if unparsed and counts.first_unparsed is None:
+                counts.first_unparsed = _first_unparsed(text)
+            counts.unparsed += unparsed
         if lines:
             append("")
             self._out.write("\n".join(lines))
@@ -329,5 +340,5 @@ class HitStream:
         if self.counts.lost:
             text += f", {self.counts.lost} lost (buffer full: raise buffer_size_kb or narrow the probes)"
         if self.counts.unparsed:
-            text += f", {self.counts.unparsed} unparsed lines"
+            text += f", {self.counts.unparsed} unparsed lines (the first: {self.counts.first_unparsed!r})"
         return text

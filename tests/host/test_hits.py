@@ -119,8 +119,8 @@ def test_lost_events_are_reported_in_the_output_and_summary() -> None:
 
 def test_unparsed_lines_are_counted() -> None:
     stream = HitStream(io.StringIO())
-    stream.feed("garbage\n" + RETURN)
-    assert stream.summary() == "1 hits, 1 unparsed lines"
+    stream.feed(RETURN + "garbage\n" + RETURN + "more garbage\n")
+    assert stream.summary() == "2 hits, 2 unparsed lines (the first: 'garbage')"
 
 
 def test_the_watchers_own_hits_are_left_out() -> None:
