@@ -64,11 +64,15 @@ class FunctionStatus:
 class KernelSymbols:
     """kallsyms, the kprobe blacklist and the traceable functions of one kernel."""
 
-    def __init__(self, kallsyms: Path, blacklist: Path, filter_functions: Path, kprobe_events: Path | None = None) -> None:
+    def __init__(
+        self, kallsyms: Path, blacklist: Path, filter_functions: Path, kprobe_events: Path | None = None,
+        configs: Sequence[Path] = (),
+    ) -> None:
         self._kallsyms = kallsyms
         self._blacklist = blacklist
         self._filter_functions = filter_functions
         self._kprobe_events = kprobe_events
+        self._configs = configs  # the kernel's build configuration, where it may be (.gz or text)
 
     @cached_property
     def _text(self) -> str:
@@ -116,6 +120,29 @@ class KernelSymbols:
         except OSError:
             return None
         return frozenset(line.split(" ", 1)[0] for line in text.splitlines() if line)
+
+    @cached_property
+    def probes_on_notrace(self) -> bool | None:
+        """Whether kprobe events may sit on notrace functions (CONFIG_KPROBE_EVENTS_ON_NOTRACE,
+        off in distribution kernels); None when the kernel's configuration is unknown."""
+        for path in self._configs:
+            try:
+                if path.suffix == ".gz":
+                    import gzip  # only here: most kernels' configs are plain text in /boot
+
+                    text = gzip.decompress(path.read_bytes()).decode(errors="replace")
+                else:
+                    text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            return "\nCONFIG_KPROBE_EVENTS_ON_NOTRACE=y\n" in f"\n{text}"
+        return None
+
+    def _notrace(self, name: str) -> bool:
+        """Not in available_filter_functions, as the kernel judges it: a clone (foo.isra.0)
+        by its parent's name too (trace_kprobe.c, within_notrace_func())."""
+        traceable = self.traceable
+        return traceable is not None and name not in traceable and name.split(".", 1)[0] not in traceable
 
     def suggest(self, name: str, limit: int = 5) -> list[str]:
         """Function names close to name (do_sys_open -> do_sys_openat2).
@@ -203,8 +230,17 @@ class KernelSymbols:
         init = self._init_text
         if module is None and init is not None and all(init[0] <= f.address < init[1] for f in functions):
             return FunctionStatus(name, False, "__init code, freed once the kernel booted: nothing is there", module)
-        if self.blacklisted is not None and name in self.blacklisted:
+        # A clone (foo.isra.0) of a blacklisted function is refused too (within_kprobe_blacklist()).
+        if self.blacklisted is not None and {name, name.split(".", 1)[0]} & self.blacklisted:
             return FunctionStatus(name, False, "on the kprobe blacklist: the kernel never probes it", module)
+        notrace = self._notrace(name)
+        if notrace and not self.probes_on_notrace:
+            unless = ("CONFIG_KPROBE_EVENTS_ON_NOTRACE is not set" if self.probes_on_notrace is False
+                      else "unless built with CONFIG_KPROBE_EVENTS_ON_NOTRACE; its configuration cannot be read")
+            return FunctionStatus(
+                name, False, f"notrace (not in available_filter_functions): the kernel refuses kprobe events there ({unless})",
+                module,
+            )
         notes = []
         if len(functions) > 1:
             # MOD:SYM names a copy only when it is its module's one: never one in vmlinux.
@@ -219,8 +255,9 @@ class KernelSymbols:
             )
         if any(marker in name for marker in _CLONE_MARKERS):
             notes.append("a compiler-made clone: its arguments may not match the source")
-        if self.traceable is not None and name not in self.traceable:
-            notes.append("notrace (not in available_filter_functions): the probe traps, ftrace cannot help")
+        if notrace:
+            notes.append("notrace (not in available_filter_functions; CONFIG_KPROBE_EVENTS_ON_NOTRACE allows it): "
+                         "the probe traps, ftrace cannot help")
         if self.blacklisted is None:
             notes.append("not checked against the kprobe blacklist (debugfs kprobes/blacklist cannot be read)")
         if self.traceable is None:

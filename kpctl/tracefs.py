@@ -267,11 +267,17 @@ class Tracefs:
         # Imported here: only funcs and refused probes need symbols, and `kpctl list` must start fast.
         from kpctl.symbols import KernelSymbols
 
+        # The running kernel's configuration: /proc/config.gz (CONFIG_IKCONFIG_PROC), or
+        # Debian's and most distributions' /boot/config-RELEASE when this is the real /proc.
+        configs = [self.proc / "config.gz"]
+        if self.proc == Path("/proc"):
+            configs.append(Path("/boot") / f"config-{os.uname().release}")
         return KernelSymbols(
             self.proc / "kallsyms",
             self.debugfs / "kprobes" / "blacklist",
             self.path("available_filter_functions"),
             self.path("kprobe_events"),
+            configs,
         )
 
     def loaded_modules(self) -> frozenset[str] | None:

@@ -1,6 +1,7 @@
 """What funcs says of a function: only what the kernel's tables establish."""
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -26,13 +27,15 @@ ffffffffc0397000 t bpf_prog_6deef7357e7b4530\t[bpf]
 def tables(tmp_path: Path) -> Path:
     (tmp_path / "kallsyms").write_text(KALLSYMS)
     (tmp_path / "blacklist").write_text("0xffffffff81100800-0xffffffff81100900\tvfs_write\n")
-    (tmp_path / "available_filter_functions").write_text("vfs_read\nvfs_write\n")
+    (tmp_path / "available_filter_functions").write_text(
+        "vfs_read\nvfs_write\ncleanup\ncleanup [ext4]\ncleanup [xfs]\nvfs_twice\nmod_twice [ext4]\nmod_twice [xfs]\n")
     (tmp_path / "kprobe_events").write_text("")
     return tmp_path
 
 
 def symbols(root: Path) -> KernelSymbols:
-    return KernelSymbols(root / "kallsyms", root / "blacklist", root / "available_filter_functions", root / "kprobe_events")
+    return KernelSymbols(root / "kallsyms", root / "blacklist", root / "available_filter_functions", root / "kprobe_events",
+                         [root / "config.gz", root / "config"])
 
 
 def test_an_ordinary_function_is_probeable(tables: Path) -> None:
@@ -66,6 +69,35 @@ def test_unreadable_tables_are_said_not_skipped(tables: Path) -> None:
     (tables / "available_filter_functions").unlink()
     reason = symbols(tables).status("vfs_write").reason
     assert "not checked against the kprobe blacklist" in reason and "not checked for notrace" in reason
+
+
+@pytest.mark.parametrize(("config", "probeable", "says"), [
+    (None, False, "unless built with CONFIG_KPROBE_EVENTS_ON_NOTRACE; its configuration cannot be read"),
+    ("CONFIG_KPROBES=y\n# CONFIG_KPROBE_EVENTS_ON_NOTRACE is not set\n", False, "CONFIG_KPROBE_EVENTS_ON_NOTRACE is not set"),
+    ("CONFIG_KPROBES=y\nCONFIG_KPROBE_EVENTS_ON_NOTRACE=y\n", True, "CONFIG_KPROBE_EVENTS_ON_NOTRACE allows it"),
+], ids=["unknown", "distribution", "allowed"])
+def test_a_notrace_function_is_probeable_only_where_the_config_allows(
+    tables: Path, config: str | None, probeable: bool, says: str,
+) -> None:
+    (tables / "kallsyms").write_text(KALLSYMS + "ffffffff81100900 t rcu_dynticks_inc\n")
+    if config is not None:
+        (tables / "config").write_text(config)
+    status = symbols(tables).status("rcu_dynticks_inc")
+    assert status.probeable is probeable and status.reason.startswith("notrace (not in available_filter_functions")
+    assert says in status.reason
+
+
+def test_proc_config_gz_is_read_too(tables: Path) -> None:
+    (tables / "kallsyms").write_text(KALLSYMS + "ffffffff81100900 t rcu_dynticks_inc\n")
+    (tables / "config.gz").write_bytes(gzip.compress(b"CONFIG_KPROBE_EVENTS_ON_NOTRACE=y\n"))
+    assert symbols(tables).status("rcu_dynticks_inc").probeable
+
+
+def test_a_clone_is_judged_by_its_parent_as_the_kernel_does(tables: Path) -> None:
+    (tables / "kallsyms").write_text(KALLSYMS + "ffffffff81100900 t vfs_read.cold\nffffffff81100a00 t vfs_write.isra.0\n")
+    assert symbols(tables).status("vfs_read.cold").probeable  # its parent is traceable
+    status = symbols(tables).status("vfs_write.isra.0")  # its parent is on the blacklist
+    assert not status.probeable and "blacklist" in status.reason
 
 
 def test_nothing_is_probeable_without_kprobe_events(tables: Path) -> None:
