@@ -42,6 +42,7 @@ class Row:
     mechanism: str
     ns_per_hit: float | None  # median above the unprobed run's, per call
     spread: float | None  # max - min of the runs, per call
+    best: float | None  # the fastest run above the fastest unprobed one: what noise cannot inflate
     ratio: float | None  # the median run against the unprobed one
     hits: int | None  # what the mechanism counted
     expected: int | None  # the calls it should have counted
@@ -137,7 +138,7 @@ def _tracefs_probe(bench: Bench, kind: str, offset: int = 0, enable: bool = True
     bench.tracefs.make_instance(bench.instance)
     probe = Probe("r" if kind == "r" else "p", Target(bench.target.symbol, offset, bench.target.module),
                   event="bench", group=bench.group)
-    # Removed with signals held: a Ctrl-C during the removal left the probe (arm64 6.12).
+    # short_lived(): removed with signals held, and a Ctrl-C then stops the bench after it.
     with short_lived(backend, [probe], enable=enable):
         yield backend
 
@@ -395,7 +396,7 @@ def run_bench(bench: Bench, say: Callable[[str], None] | None = None) -> list[Ro
     """Every mechanism's row; what is set up for one is gone before the next."""
     baseline = bench.timed()
     base = statistics.median(baseline)
-    rows = [Row(MECHANISMS[0][0], 0.0, max(baseline) - min(baseline), 1.0, None, None, f"{base:.1f} ns per call")]
+    rows = [Row(MECHANISMS[0][0], 0.0, max(baseline) - min(baseline), 0.0, 1.0, None, None, f"{base:.1f} ns per call")]
     try:
         for name, setup in MECHANISMS[1:]:
             assert setup is not None
@@ -407,11 +408,12 @@ def run_bench(bench: Bench, say: Callable[[str], None] | None = None) -> list[Ro
                     times = bench.timed()
                     counted = hits() - before
             except NotMeasured as e:
-                rows.append(Row(name, None, None, None, None, None, str(e)))
+                rows.append(Row(name, None, None, None, None, None, None, str(e)))
                 continue
             median = statistics.median(times)
             expected = 0 if setup is disabled_event else bench.made
-            rows.append(Row(name, median - base, max(times) - min(times), median / base, counted, expected, detail))
+            rows.append(Row(name, median - base, max(times) - min(times), min(times) - min(baseline), median / base,
+                            counted, expected, detail))
     finally:
         if bench.tracefs.path(bench.instance).exists():
             bench.tracefs.remove_instance(bench.instance)

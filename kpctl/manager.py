@@ -14,7 +14,7 @@ from kpctl.backends.base import ProbeBackend, ProbeInfo, ProbeStats
 from kpctl.errors import ProbeExistsError, ProbeNotFoundError, UsageError, check_given_once, check_probe_names
 from kpctl.model import Probe
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND, backend_type
-from kpctl.signals import signals_ignored, stop_on_sigterm
+from kpctl.signals import signals_held, signals_ignored, stop_on_sigterm
 from kpctl.tracefs import KPCTL_INSTANCE, Tracefs
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ def short_lived(owner: ProbeOwner, probes: Sequence[Probe], event_filter: str | 
             try:
                 yield time.monotonic()
             finally:
-                with signals_ignored():
+                with signals_held():
                     owner.remove(names)
         finally:
             if records is not None:

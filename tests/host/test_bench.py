@@ -67,9 +67,9 @@ def test_each_kprobe_state_has_the_live_code_it_must_show() -> None:
 
 def test_rows_show_cost_check_and_why_not() -> None:
     rows = rows_as_table([
-        Row("kprobe at +0 (tracefs)", 812.4, 40.0, 3.5, 600, 600, "FTRACE"),
-        Row("kretprobe (tracefs)", 1500.0, 80.0, 5.9, 590, 600, ""),
-        Row("BPF fentry", None, None, None, None, None, "kpctl_kmod has no BTF"),
+        Row("kprobe at +0 (tracefs)", 812.4, 40.0, 790.0, 3.5, 600, 600, "FTRACE"),
+        Row("kretprobe (tracefs)", 1500.0, 80.0, 1460.0, 5.9, 590, 600, ""),
+        Row("BPF fentry", None, None, None, None, None, None, "kpctl_kmod has no BTF"),
     ])
     assert [(r["ns/hit"], r["hits"], r["what"]) for r in rows] == [
         ("812", "ok", "FTRACE"), ("1500", "590 of 600", ""), ("-", "", "not measured: kpctl_kmod has no BTF")]

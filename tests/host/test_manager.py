@@ -200,6 +200,25 @@ def test_short_lived_probes_go_on_sigterm(both: ProbeManager) -> None:
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+@pytest.mark.parametrize(("signum", "raised"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, StopRequested)])
+def test_a_signal_during_the_removal_waits_for_it_then_stops(
+    both: ProbeManager, monkeypatch: pytest.MonkeyPatch, signum: int, raised: type[BaseException],
+) -> None:
+    """Not lost: a bench whose Ctrl-C landed in a row's removal went on to its end."""
+    real_remove = both.remove
+
+    def remove_while_signalled(names: Sequence[str]) -> None:
+        os.kill(os.getpid(), signum)
+        real_remove(names)  # not cut short: the signal waits
+
+    monkeypatch.setattr(both, "remove", remove_while_signalled)
+    with pytest.raises(raised):
+        with short_lived(both, [Probe("p", Target("vfs_fsync"), event="syncs")]):
+            pass
+    assert [i.name for i in both.list_probes()] == ["reads", "writes"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_short_lived_probes_go_on_an_error(both: ProbeManager) -> None:
     with pytest.raises(RuntimeError):
         with short_lived(both, [Probe("p", Target("vfs_fsync"), event="syncs")]):

@@ -25,7 +25,7 @@ X86 = platform.machine() == "x86_64"
 def bench(*args: str) -> dict:
     # Enough calls that the comparisons below stand above emulation's noise (a row's
     # runs take a fraction of a second; setting rows up is most of the time).
-    proc = subprocess.run([sys.executable, "-m", "kpctl", "bench", "--json", "-n", "20000", "-r", "3", *args],
+    proc = subprocess.run([sys.executable, "-m", "kpctl", "bench", "--json", "-n", "20000", "-r", "5", *args],
                           cwd=CHECKOUT, text=True, capture_output=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -60,11 +60,12 @@ def test_every_measured_row_counted_every_call(kmod: KmodClient) -> None:  # noq
     # What every reading of the table rests on: a probe costs something; a return probe
     # more than an entry probe on the same function (the module's pair: its handlers
     # only count, so the difference is the kretprobe's own); on x86 a trap more than
-    # the optimized jump.
-    assert all(r["ns_per_hit"] > 0 for r in measured if r["mechanism"] != "kprobe event, disabled"), measured
-    assert rows["kretprobe (module)"]["ns_per_hit"] > rows["kprobe (module)"]["ns_per_hit"], rows
+    # the optimized jump. Each by its fastest run: the host's load only slows runs down
+    # (on arm64 6.1 a busy host once put the median kprobe above the kretprobe).
+    assert all(r["best"] > 0 for r in measured if r["mechanism"] != "kprobe event, disabled"), measured
+    assert rows["kretprobe (module)"]["best"] > rows["kprobe (module)"]["best"], rows
     if X86:
-        assert rows["kprobe at an offset, int3/BRK"]["ns_per_hit"] > rows["kprobe at an offset, optimized"]["ns_per_hit"]
+        assert rows["kprobe at an offset, int3/BRK"]["best"] > rows["kprobe at an offset, optimized"]["best"]
     nothing_left(tracefs)
     assert (OPTIMIZATION_SYSCTL.read_text() if OPTIMIZATION_SYSCTL.exists() else None) == sysctl
     assert kmod.dump() == [], "the module's bench probes were left"
