@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require
+from conftest import kallsyms_text, notrace_candidates, require, tracefs_refuses_as_notrace
 from kmod_fixtures import (
     WORKLOAD_SYSCALL,
     built_module,
@@ -39,12 +39,6 @@ def test_same_point_twice(kmod: KmodClient) -> None:
     assert e.value.errno == errno.EEXIST
     # The other kind at the same point is another probe.
     kmod.add(syscall_symbol(WORKLOAD_SYSCALL), "kt_two", kind=Kind.RETURN)
-
-
-def kallsyms_text() -> list[tuple[int, str]]:
-    """Text symbols of the kernel and its modules, by address."""
-    rows = (line.split() for line in Path("/proc/kallsyms").read_text().splitlines())
-    return sorted((int(f[0], 16), f[2]) for f in rows if f[1] in "tT")
 
 
 def test_same_address_spelled_another_way(kmod: KmodClient) -> None:
@@ -86,34 +80,6 @@ def test_return_probe_past_the_entry(kmod: KmodClient) -> None:
     with pytest.raises(KmodError, match="a return probe must be at the function's entry") as e:
         kmod.add(symbol, "kt_ret_off", offset=offset, kind=Kind.RETURN)
     assert e.value.errno == errno.EINVAL
-
-
-def notrace_candidates() -> list[str]:
-    """Functions ftrace may not trace that kprobes might take: text symbols with one
-    name, not in available_filter_functions, not on the kprobe blacklist."""
-    traceable = {line.split()[0] for line in Path("/sys/kernel/tracing/available_filter_functions").read_text().splitlines()}
-    blacklist = {line.split()[-1] for line in Path("/sys/kernel/debug/kprobes/blacklist").read_text().splitlines()}
-    names = [name for _, name in kallsyms_text()]
-    counts: dict[str, int] = {}
-    for name in names:
-        counts[name] = counts.get(name, 0) + 1
-    once = {name for name, count in counts.items() if count == 1}
-    return sorted(n for n in once - traceable - blacklist if n.isidentifier() and not n.startswith("__pfx_"))
-
-
-def tracefs_refuses_as_notrace(name: str) -> bool:
-    """Whether kprobe_events refuses a probe on name as notrace (within_notrace_func())."""
-    fd = os.open("/sys/kernel/tracing/kprobe_events", os.O_WRONLY | os.O_APPEND)
-    try:
-        os.write(fd, f"p:kt_notrace/probe {name}".encode())
-    except OSError:
-        return f"Could not probe notrace function {name}" in subprocess.run(
-            ["dmesg"], stdout=subprocess.PIPE, text=True, check=True).stdout.splitlines()[-1]
-    else:
-        os.write(fd, b"-:kt_notrace/probe")
-        return False
-    finally:
-        os.close(fd)
 
 
 def test_notrace_function_is_refused(kmod: KmodClient) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import emptied_pipe, require
+from conftest import emptied_pipe, notrace_candidates, require, tracefs_refuses_as_notrace
 from perf import perf_tracepoint
 
 from kpctl.backends.tracefs import TracefsBackend
@@ -294,6 +294,20 @@ def test_funcs_explains_blacklisted_missing_and_renamed(tracefs: Tracefs) -> Non
     clone = next(n for n in symbols.functions if ".isra." in n and n.split(".")[0] not in symbols.by_name)
     renamed = symbols.status(clone.split(".")[0])
     assert not renamed.probeable and clone in renamed.reason
+
+
+def test_funcs_calls_a_function_unprobeable_where_the_kernel_refuses_it_as_notrace(tracefs: Tracefs) -> None:
+    """Debian's kernels have no CONFIG_KPROBE_EVENTS_ON_NOTRACE: funcs reads that from
+    /boot's config and says what the kernel then does."""
+    for name in notrace_candidates()[:400]:
+        if tracefs_refuses_as_notrace(name):
+            result = CliRunner().invoke(cli, ["funcs", name, "--json"])
+            [row] = json.loads(result.output)
+            assert row["probeable"] is False, row
+            assert row["note"].endswith("the kernel refuses kprobe events there "
+                                        "(CONFIG_KPROBE_EVENTS_ON_NOTRACE is not set)"), row
+            return
+    pytest.fail("no notrace function found among the candidates")
 
 
 def test_cli_add_list_rm(backend: TracefsBackend) -> None:
