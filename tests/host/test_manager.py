@@ -212,11 +212,16 @@ def test_a_signal_during_the_removal_waits_for_it_then_stops(
         real_remove(names)  # not cut short: the signal waits
 
     monkeypatch.setattr(both, "remove", remove_while_signalled)
-    with pytest.raises(raised):
-        with short_lived(both, [Probe("p", Target("vfs_fsync"), event="syncs")]):
-            pass
+    # Ctrl-C as a terminal delivers it: a shell's background job (CI's) ignores SIGINT.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(raised):
+            with short_lived(both, [Probe("p", Target("vfs_fsync"), event="syncs")]):
+                pass
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert [i.name for i in both.list_probes()] == ["reads", "writes"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_short_lived_probes_go_on_an_error(both: ProbeManager) -> None:
