@@ -564,28 +564,36 @@ def run_counting(counter: Aggregation, tracefs: Tracefs, how_many: int, duration
     functions = f"{how_many} function{'s' if how_many != 1 else ''}"
     if counter.engine == "bpf" and sys.stderr.isatty():
         click.echo(f"kpctl: compiling and attaching a BPF program for {functions}...", err=True)
-    with stop_on_sigterm(), counter.counting():
-        # Probes count from the moment each is armed, the first of many for a while
-        # before the last: what they counted before all were armed is left out.
-        before: list[Count] = counter.counts()[0]
-        until = None if duration is None else time.monotonic() + duration
-        interrupted = False
-        try:
-            # Said once the triggers count: whoever waits for it may start what it wants counted.
-            click.echo(f"kpctl: counting {functions} with {ENGINES[counter.engine]}; Ctrl-C ends", err=True)
-            while until is None or time.monotonic() < until:
-                left = None if until is None else max(until - time.monotonic(), 0.0)
-                time.sleep(min(x for x in (interval, left, 3600.0) if x is not None))
-                if interval is not None:
-                    now, dropped = counter.counts()
-                    show(since(now, before), dropped)
-                    sys.stdout.flush()  # each interval as it ends, into a pipe too
-                    before = now
-        except (KeyboardInterrupt, StopRequested):
-            interrupted = True
-        if interval is None or interrupted:  # the whole, or the interval Ctrl-C cut short
-            now, dropped = counter.counts()
-            show(since(now, before), dropped)
+    counted = False
+    try:
+        with stop_on_sigterm(), counter.counting():
+            # Probes count from the moment each is armed, the first of many for a while
+            # before the last: what they counted before all were armed is left out.
+            before: list[Count] = counter.counts()[0]
+            until = None if duration is None else time.monotonic() + duration
+            interrupted = False
+            try:
+                # Said once the triggers count: whoever waits for it may start what it wants counted.
+                click.echo(f"kpctl: counting {functions} with {ENGINES[counter.engine]}; Ctrl-C ends", err=True)
+                while until is None or time.monotonic() < until:
+                    left = None if until is None else max(until - time.monotonic(), 0.0)
+                    time.sleep(min(x for x in (interval, left, 3600.0) if x is not None))
+                    if interval is not None:
+                        now, dropped = counter.counts()
+                        show(since(now, before), dropped)
+                        sys.stdout.flush()  # each interval as it ends, into a pipe too
+                        before = now
+            except (KeyboardInterrupt, StopRequested):
+                interrupted = True
+            if interval is None or interrupted:  # the whole, or the interval Ctrl-C cut short
+                now, dropped = counter.counts()
+                show(since(now, before), dropped)
+            counted = True
+    except (KeyboardInterrupt, StopRequested):
+        # Before the counts were out (arming): say so. After, it came during the removal,
+        # held until that was done (signals_held()): the counts are out, nothing is left.
+        if not counted:
+            raise KpctlError("stopped: everything it set up is removed") from None
 
 
 @cli.command()

@@ -3,6 +3,8 @@ request compiles to, and how the bpf engine's map keys read. The programs themse
 run in the kernel tests (tests/kernel/test_count.py)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -12,9 +14,11 @@ import pytest
 from kpctl.aggregation.bpf import BpfHitCounter, BpfLatencyTimer
 from kpctl.aggregation.counts import Count
 from kpctl.aggregation.hist_triggers import LatencyTimer, from_function
+from kpctl.cli import main as cli_module
 from kpctl.counting import choose_engine
 from kpctl.errors import KpctlError, UsageError
 from kpctl.registry import Availability
+from kpctl.signals import StopRequested
 from kpctl.tracefs import Tracefs
 
 
@@ -161,3 +165,44 @@ def test_a_hist_trigger_stack_starts_at_the_probed_function() -> None:
     assert from_function(leaf_first, "__x64_sys_clock_nanosleep") == (
         "__x64_sys_clock_nanosleep+0x5;do_syscall_64+0x5d;entry_SYSCALL_64_after_hwframe+0x6e")
     assert from_function("a+0x1;b+0x2", "elsewhere") == "a+0x1;b+0x2"
+
+
+class StoppedCounting:
+    """Counts one hit; a signal lands while arming, or while the removal holds it back."""
+    engine = "tracefs"
+
+    def __init__(self, stopped_while: str) -> None:
+        self.stopped_while = stopped_while
+        self.hits = 0
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        if self.stopped_while == "arming":
+            raise KeyboardInterrupt
+        yield
+        raise StopRequested  # what signals_held() delivers once the probes are gone
+
+    def counts(self) -> tuple[list[Count], int]:
+        counts = [Count("vfs_read", None, self.hits)]
+        self.hits += 1  # one more hit by the next read
+        return counts, 0
+
+
+@pytest.mark.parametrize("stopped_while", ["arming", "removing"])
+def test_a_signal_in_arming_or_removal_ends_counting_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped_while: str,
+) -> None:
+    monkeypatch.setattr(cli_module, "collect_garbage", lambda tracefs: [])
+    shown: list[list[Count]] = []
+
+    def count() -> None:
+        cli_module.run_counting(StoppedCounting(stopped_while), tracefs_with(tmp_path, ""), 1, 0.01, None,
+                                lambda counts, dropped: shown.append(counts))
+
+    if stopped_while == "arming":
+        with pytest.raises(KpctlError, match=r"^stopped: everything it set up is removed$"):
+            count()
+        assert shown == []
+    else:
+        count()  # the counts are out: the signal ends nothing more, and no traceback
+        assert shown == [[Count("vfs_read", None, 1)]]
