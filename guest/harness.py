@@ -346,8 +346,9 @@ def seconds_by_file(junit_xml: str) -> list[tuple[str, float]]:
 
     seconds: dict[str, float] = {}
     for case in ElementTree.fromstring(junit_xml).iter("testcase"):
-        classname = case.get("classname", "")  # tests.kernel.test_count[.TestClass]
-        name = next((part for part in classname.split(".") if part.startswith("test_")), classname)
+        # Dotted from pytest's rootdir: tests.kernel.test_count, or ...test_count.TestClass.
+        classname = case.get("classname", "")
+        name = next((part for part in reversed(classname.split(".")) if part.startswith("test_")), classname)
         seconds[name] = seconds.get(name, 0.0) + float(case.get("time", "0"))
     return sorted(seconds.items(), key=lambda item: -item[1])
 

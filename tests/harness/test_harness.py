@@ -98,8 +98,10 @@ def test_seconds_by_file_sums_a_files_tests_slowest_first(tmp_path: Path) -> Non
     (tmp_path / "test_one.py").write_text("import time\ndef test_a(): time.sleep(0.2)\ndef test_b(): time.sleep(0.2)\n")
     (tmp_path / "test_two.py").write_text("import time\nclass TestC:\n    def test_c(self): time.sleep(0.1)\n")
     junit = tmp_path / "junit.xml"
-    pytest.main(["-q", "-p", "no:cacheprovider", f"--junitxml={junit}", str(tmp_path / "test_one.py"),
-                 str(tmp_path / "test_two.py")])
+    # From the folder above, as in a guest (tests.kernel.test_count): pytest's tmp_path is
+    # named after this test, test_... too.
+    pytest.main(["-q", "-p", "no:cacheprovider", f"--rootdir={tmp_path.parent}", f"--junitxml={junit}",
+                 str(tmp_path / "test_one.py"), str(tmp_path / "test_two.py")])
     [(first, slow), (second, fast)] = harness.seconds_by_file(junit.read_text())
     assert (first, second) == ("test_one", "test_two")
     assert slow >= 0.4 and 0.1 <= fast < slow
