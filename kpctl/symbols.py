@@ -61,6 +61,12 @@ class FunctionStatus:
     module: str | None = None
 
 
+def _judged_names(name: str) -> set[str]:
+    """name and, for a clone (foo.isra.0), its parent's: the kernel's blacklist and notrace
+    checks look both up (a suffixed symbol is cut at its first '.')."""
+    return {name, name.split(".", 1)[0]}
+
+
 class KernelSymbols:
     """kallsyms, the kprobe blacklist and the traceable functions of one kernel."""
 
@@ -142,7 +148,7 @@ class KernelSymbols:
         """Not in available_filter_functions, as the kernel judges it: a clone (foo.isra.0)
         by its parent's name too (trace_kprobe.c, within_notrace_func())."""
         traceable = self.traceable
-        return traceable is not None and name not in traceable and name.split(".", 1)[0] not in traceable
+        return traceable is not None and not _judged_names(name) & traceable
 
     def suggest(self, name: str, limit: int = 5) -> list[str]:
         """Function names close to name (do_sys_open -> do_sys_openat2).
@@ -231,7 +237,7 @@ class KernelSymbols:
         if module is None and init is not None and all(init[0] <= f.address < init[1] for f in functions):
             return FunctionStatus(name, False, "__init code, freed once the kernel booted: nothing is there", module)
         # A clone (foo.isra.0) of a blacklisted function is refused too (within_kprobe_blacklist()).
-        if self.blacklisted is not None and {name, name.split(".", 1)[0]} & self.blacklisted:
+        if self.blacklisted is not None and _judged_names(name) & self.blacklisted:
             return FunctionStatus(name, False, "on the kprobe blacklist: the kernel never probes it", module)
         notrace = self._notrace(name)
         if notrace and not self.probes_on_notrace:

@@ -3,8 +3,6 @@ no tracefs at all, on every machine, instead of mounting the host's (a bare CI m
 had none mounted, and the output then began with kpctl's mount note)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import kpctl.tracefs
