@@ -8,7 +8,17 @@ CMD ?= kpctl doctor
 # Guests whose kernel tests `make test` runs, as ARCH/KERNEL: all four.
 GUESTS ?= x86_64/6.1 x86_64/6.12 arm64/6.1 arm64/6.12
 
-.PHONY: setup venv test lint docs host-test harness-test kernel-test soak vagrant-boxes vagrant-test demo counting-demo demo-kmod vm-run vm-shell images bench
+# The quick loop's test files, in every guest of GUESTS.
+FILES ?= tests/kernel
+# The jobs of make test beside the guests' kernel tests, as harness.py test-all takes
+# them (NAME[@the guest images it needs]=COMMAND): lanes run them where a core is free.
+HOST_CHECKS := --job 'host checks=$(MAKE) --no-print-directory lint host-test'
+HARNESS_TESTS := --job 'harness tests@x86_64/6.1=$(VENV)/bin/pytest -q tests/harness'
+VAGRANT_TEST := --job 'vagrant@x86_64/6.1,arm64/6.1=bash vagrant/smoke.sh x86_64 arm64'
+# Minutes a warm and a cold make test may take before its last line says so.
+BUDGET := --budget 45 65
+
+.PHONY: setup venv test quick lint docs host-test harness-test kernel-test soak vagrant-boxes vagrant-test demo counting-demo demo-kmod vm-run vm-shell images bench
 
 setup:
 	bash guest/host-setup.sh
@@ -19,11 +29,15 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-test: setup venv lint
-	$(VENV)/bin/pytest -q tests/host
-	$(MAKE) --no-print-directory kernel-test
-	$(VENV)/bin/pytest -q tests/harness
-	$(MAKE) --no-print-directory vagrant-test
+# Everything, in two lanes (one per core): host checks, the kernel tests of every guest,
+# the harness's own tests, Vagrant with Ansible; a summary of every job at the end.
+test: setup venv
+	$(HARNESS) test-all $(GUESTS) $(HOST_CHECKS) $(HARNESS_TESTS) $(VAGRANT_TEST) $(BUDGET)
+
+# The quick loop: host checks and the kernel tests of FILES in GUESTS, in lanes, e.g.
+#   make quick FILES=tests/kernel/test_count.py GUESTS='x86_64/6.1 arm64/6.12'
+quick: setup venv
+	$(HARNESS) test-all $(GUESTS) --paths '$(FILES)' $(HOST_CHECKS)
 
 host-test: venv
 	$(VENV)/bin/pytest -q tests/host

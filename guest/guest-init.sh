@@ -23,6 +23,12 @@ kmod_cache=/mnt/kmod-build kmod_build=/var/tmp/kpctl-kmod
 mkdir -p $kmod_cache $kmod_build
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 kmodbuild $kmod_cache
 cp -r --preserve=timestamps $kmod_cache/. $kmod_build/
+# Bytecode goes to a cache the host keeps with the image, not into the checkout: each of
+# the hundreds of kpctl processes the tests start would otherwise compile kpctl again
+# (0.3 s under TCG), and each boot pytest, click, pyroute2 and bcc.
+pycache=/var/tmp/kpctl-pycache
+mkdir -p $pycache
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 pycache $pycache
 hostname kpctl-guest
 # Kernel messages up to KERN_INFO reach the console as they happen (a WARN's, an Oops's
 # and a lockup's backtraces are KERN_DEFAULT or KERN_INFO), where the harness watches
@@ -40,9 +46,7 @@ chmod +x /usr/local/bin/kpctl
 
 out=/kpctl-out
 cd /kpctl
-# Bytecode goes to the guest's disk, not into the checkout: each of the hundreds of
-# kpctl processes the tests start would otherwise compile kpctl again (0.3 s under TCG).
-export KPCTL_REQUIRE_KERNEL=1 PYTHONPYCACHEPREFIX=/var/tmp/kpctl-pycache PYTHONPATH=/kpctl
+export KPCTL_REQUIRE_KERNEL=1 PYTHONPYCACHEPREFIX=$pycache PYTHONPATH=/kpctl
 echo "kpctl-guest: $(uname -m) $(uname -r)" > /dev/console
 if [ -e $out/interactive ]; then
     setsid -c /bin/bash -l </dev/console >/dev/console 2>&1

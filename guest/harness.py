@@ -5,16 +5,20 @@
     harness.py run --arch A --kernel K [--timeout S] -- CMD
     harness.py shell --arch A --kernel K
     harness.py test --arch A --kernel K   tests/kernel in one pytest process
-    harness.py test-all ARCH/KERNEL...     tests/kernel in each of those guests
+    harness.py test-all ARCH/KERNEL... [--paths P...] [--job NAME[@ARCH/KERNEL,...]=CMD]...
+                                          those guests' tests, image builds and other
+                                          jobs in lanes, one per core (lanes.py)
 
 Images live in a per-user cache keyed by a hash of their recipe (build-image.sh), so a
 changed recipe rebuilds them. Guests use TCG (software emulation): this machine's
-/dev/kvm cannot run a stock guest. Standard library only: it runs before anything else
-is installed.
+/dev/kvm cannot run a stock guest, and a guest has one vCPU, so as many guests run at
+once as the machine has cores, whoever starts them. Standard library only: it runs
+before anything else is installed.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -23,10 +27,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import lanes
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent
@@ -92,14 +98,20 @@ def ensure_image(guest: Guest) -> Path:
             started = time.monotonic()
             log = image.parent / f"{image.name}.build.log"
             print(f"harness: building image {guest} ({guest.suite}), log {log}", file=sys.stderr, flush=True)
+            # Each line stamped with the seconds since the start: where a build's time goes.
             with open(log, "w") as logf:
-                proc = subprocess.run(
+                proc = subprocess.Popen(
                     [str(HERE / "build-image.sh"), guest.arch, guest.suite, str(image)],
-                    stdout=logf, stderr=subprocess.STDOUT, check=False,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 )
-            if proc.returncode != 0:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    logf.write(f"{time.monotonic() - started:7.1f} {line.decode(errors='replace')}")
+                    logf.flush()
+                returncode = proc.wait()
+            if returncode != 0:
                 tail = log.read_text(errors="replace").splitlines()[-15:]
-                raise HarnessError(f"image {guest}: build failed (exit {proc.returncode}); last lines of {log}:\n" + "\n".join(tail))
+                raise HarnessError(f"image {guest}: build failed (exit {returncode}); last lines of {log}:\n" + "\n".join(tail))
             print(f"harness: image {guest} built in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     finally:
         os.close(fd)
@@ -127,13 +139,97 @@ def ensure_initrd(image: Path) -> Path:
     return initrd
 
 
-def kmod_build_cache(image: Path) -> Path:
-    path = image / "kmod-build"
+def guest_slots() -> int:
+    """How many guests may run at once: one per core (KPCTL_LANES to change)."""
+    return max(1, int(os.environ.get("KPCTL_LANES") or os.cpu_count() or 1))
+
+
+def _guest_slot(guest: Guest) -> int:
+    """Hold one of guest_slots() locks for as long as a guest runs, whoever starts it
+    (make test's lanes, two `make vm-run` side by side): the lock's fd."""
+    waiting = False
+    while True:
+        for slot in range(guest_slots()):
+            path = CACHE / f"guest-slot-{slot}.lock"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                os.close(fd)
+        if not waiting:
+            print(f"harness: guest {guest}: waiting for a free core ({guest_slots()} guests run)", file=sys.stderr, flush=True)
+            waiting = True
+        time.sleep(1)
+
+
+def _kmod_builds_for(image: Path, outdir: Path) -> Path:
+    """The run's own copy of the module build folders kept with the image, so that
+    guests of one image side by side never write into the same folder."""
+    copy = outdir / "kmod-build"
+    fd = _locked(image / "kmod-build.lock")
+    try:
+        kept = image / "kmod-build"
+        if kept.is_dir():
+            shutil.copytree(kept, copy, symlinks=True)  # copy2: make compares the times
+        else:
+            copy.mkdir()
+    finally:
+        os.close(fd)
+    return copy
+
+
+def _keep_kmod_builds(image: Path, copy: Path) -> None:
+    """Each build folder of a finished run (one per module and kernel) replaces the
+    image's by a rename: whole, never mixed with a neighbour's files."""
+    kept = image / "kmod-build"
+    fd = _locked(image / "kmod-build.lock")
+    try:
+        kept.mkdir(exist_ok=True)
+        for entry in copy.iterdir():
+            target, old = kept / entry.name, kept / f".{entry.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                os.rename(target, old)
+            os.rename(entry, target)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def pycache(image: Path) -> Path:
+    path = image / "pycache"
     path.mkdir(exist_ok=True)
     return path
 
 
-def qemu_command(guest: Guest, image: Path, outdir: Path, interactive: bool) -> list[str]:
+@dataclass
+class Session:
+    image: Path
+    outdir: Path
+    kmod_builds: Path
+
+
+@contextlib.contextmanager
+def _session(guest: Guest) -> Iterator[Session]:
+    """A guest's image, a run folder of its own and a free core for as long as it runs;
+    its module builds kept with the image when its command finished."""
+    image = ensure_image(guest)
+    outdir, outlock = _new_outdir(guest)
+    session = Session(image, outdir, _kmod_builds_for(image, outdir))
+    slot = _guest_slot(guest)
+    try:
+        yield session
+    finally:
+        os.close(slot)
+        if (outdir / "rc").exists():
+            _keep_kmod_builds(image, session.kmod_builds)
+        os.close(outlock)
+
+
+def qemu_command(guest: Guest, session: Session, interactive: bool) -> list[str]:
+    image, outdir = session.image, session.outdir
     initrd = ensure_initrd(image)
     if guest.arch == "x86_64":
         cmd = ["qemu-system-x86_64", "-M", "pc", "-cpu", "max"]
@@ -151,9 +247,13 @@ def qemu_command(guest: Guest, image: Path, outdir: Path, interactive: bool) -> 
         "-drive", f"file={image / 'rootfs.ext4'},format=raw,if=virtio,snapshot=on",
         "-virtfs", f"local,path={CHECKOUT},mount_tag=kpctl,security_model=none,id=kpctl",
         "-virtfs", f"local,path={outdir},mount_tag=out,security_model=none,id=out",
-        # The kernel module's build folder outlives the guest, kept with the image whose
-        # headers it was built against: make then rebuilds only what changed.
-        "-virtfs", f"local,path={kmod_build_cache(image)},mount_tag=kmodbuild,security_model=none,id=kmodbuild",
+        # The kernel module's build folders outlive the guest, kept with the image whose
+        # headers they were built against: make then rebuilds only what changed.
+        "-virtfs", f"local,path={session.kmod_builds},mount_tag=kmodbuild,security_model=none,id=kmodbuild",
+        # Python's bytecode of the image's modules and the checkout's, shared by every
+        # guest of the image and kept: a boot no longer compiles pytest, click, pyroute2
+        # and bcc again (writes are atomic renames, so guests side by side are safe).
+        "-virtfs", f"local,path={pycache(image)},mount_tag=pycache,security_model=none,id=pycache",
     ]
     return cmd
 
@@ -168,12 +268,27 @@ class RunResult:
     console_log: Path
 
 
-def _new_outdir(guest: Guest) -> Path:
+def _new_outdir(guest: Guest) -> tuple[Path, int]:
+    """A run folder, with the fd of the lock it holds while the run lasts: the oldest
+    folders beyond the last 40 go, but never one that a running guest holds."""
     runs = CACHE / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    for old in sorted(runs.iterdir())[:-20]:
-        shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-") + f"{guest.arch}-{guest.kernel}-", dir=runs))
+    for old in sorted(runs.iterdir())[:-40]:
+        fd = os.open(old / "lock", os.O_RDWR | os.O_CREAT, 0o644) if old.is_dir() else None
+        if fd is None:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            os.close(fd)
+    outdir = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-") + f"{guest.arch}-{guest.kernel}-", dir=runs))
+    lock = os.open(outdir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return outdir, lock
 
 
 def run(guest: Guest, command: str, timeout: float = 1800, echo: bool = True) -> RunResult:
@@ -182,49 +297,49 @@ def run(guest: Guest, command: str, timeout: float = 1800, echo: bool = True) ->
     Raises HarnessError when the guest crashed, hung past timeout, or its kernel log
     shows a splat; otherwise returns the command's own exit code and output.
     """
-    image = ensure_image(guest)
-    outdir = _new_outdir(guest)
+    with _session(guest) as session:
+        return _run_in(guest, session, command, timeout, echo)
+
+
+def _run_in(guest: Guest, session: Session, command: str, timeout: float, echo: bool) -> RunResult:
+    outdir = session.outdir
     (outdir / "cmd.sh").write_text(command + "\n")
     console_log = outdir / "console.log"
-    lock = _locked(CACHE / "vm.lock")  # one guest at a time on a 2-core machine
     watch = ConsoleWatch()
-    try:
-        started = time.monotonic()
-        with open(console_log, "wb") as log:
-            proc = subprocess.Popen(
-                qemu_command(guest, image, outdir, interactive=False),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            )
-            assert proc.stdout is not None
-            os.set_blocking(proc.stdout.fileno(), False)
-            while True:
-                chunk = proc.stdout.read()
-                if chunk:
-                    log.write(chunk)
-                    log.flush()
-                    watch.feed(chunk)
-                    if echo:
-                        sys.stdout.buffer.write(chunk)
-                        sys.stdout.flush()
-                if proc.poll() is not None and not chunk:
-                    break
-                now = time.monotonic()
-                if watch.seen_at is not None and now - watch.seen_at > SPLAT_GRACE:
-                    # A kernel that has splatted may never power off: stop it now.
-                    proc.kill()
-                    proc.wait()
-                    break
-                if now - started > timeout:
-                    proc.kill()
-                    proc.wait()
-                    raise HarnessError(
-                        f"guest {guest}: hung: no power-off after {timeout:.0f} s; "
-                        f"console log kept at {console_log}"
-                    )
-                if not chunk:
-                    time.sleep(0.05)
-    finally:
-        os.close(lock)
+    started = time.monotonic()
+    with open(console_log, "wb") as log:
+        proc = subprocess.Popen(
+            qemu_command(guest, session, interactive=False),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        while True:
+            chunk = proc.stdout.read()
+            if chunk:
+                log.write(chunk)
+                log.flush()
+                watch.feed(chunk)
+                if echo:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+            if proc.poll() is not None and not chunk:
+                break
+            now = time.monotonic()
+            if watch.seen_at is not None and now - watch.seen_at > SPLAT_GRACE:
+                # A kernel that has splatted may never power off: stop it now.
+                proc.kill()
+                proc.wait()
+                break
+            if now - started > timeout:
+                proc.kill()
+                proc.wait()
+                raise HarnessError(
+                    f"guest {guest}: hung: no power-off after {timeout:.0f} s; "
+                    f"console log kept at {console_log}"
+                )
+            if not chunk:
+                time.sleep(0.05)
     rc_file = outdir / "rc"
     console = console_log.read_text(errors="replace")
     panic = next((line.strip() for line in console.splitlines() if "Kernel panic" in line), None)
@@ -281,14 +396,9 @@ class ConsoleWatch:
 
 
 def shell(guest: Guest) -> int:
-    image = ensure_image(guest)
-    outdir = _new_outdir(guest)
-    (outdir / "interactive").touch()
-    lock = _locked(CACHE / "vm.lock")
-    try:
-        return subprocess.call(qemu_command(guest, image, outdir, interactive=True))
-    finally:
-        os.close(lock)
+    with _session(guest) as session:
+        (session.outdir / "interactive").touch()
+        return subprocess.call(qemu_command(guest, session, interactive=True))
 
 
 def test(guest: Guest, paths: str = "tests/kernel", timeout: float = 2400) -> int:
@@ -311,32 +421,60 @@ def test(guest: Guest, paths: str = "tests/kernel", timeout: float = 2400) -> in
     return 0
 
 
-def test_all(guests: list[Guest], paths: str = "tests/kernel") -> int:
-    """Run the kernel tests in every guest, building the later guests' images in the
-    background meanwhile (a cold arm64 build is the longest step), and go on after a
-    failure so one run shows the state of every guest."""
-    builder = threading.Thread(target=_build_quietly, args=(guests[1:],), daemon=True)
-    builder.start()
-    failures = []
-    for guest in guests:
-        try:
-            test(guest, paths)
-        except HarnessError as e:
-            print(f"harness: FAILED: {e}", file=sys.stderr, flush=True)
-            failures.append(str(guest))
-    if failures:
-        print(f"harness: kernel tests failed in {', '.join(failures)}", file=sys.stderr)
-        return 1
-    return 0
+# Seconds a job takes when no earlier run on this machine says otherwise: they order the
+# lanes' picks (README's time budgets).
+FIRST_ESTIMATES = {"image x86_64": 150, "image arm64/6.1": 540, "image arm64/6.12": 960,
+                   "x86_64": 660, "arm64": 720}
 
 
-def _build_quietly(guests: list[Guest]) -> None:
-    # A failed build is reported again, with its log, when its guest's turn comes.
+def test_all(guests: list[Guest], paths: str = "tests/kernel", extra: list[str] | None = None,
+             budget: lanes.Budget | None = None) -> int:
+    """The kernel tests of every guest, the images they need and any extra jobs
+    ("NAME[@ARCH/KERNEL,...]=COMMAND", run by sh after those guests' images are built)
+    in lanes, one per core; every job's verdict in a summary at the end."""
+    seconds_file = CACHE / "lane-seconds.json"
+    known = lanes.load_seconds(seconds_file)
+    me = [sys.executable, str(Path(__file__).resolve())]
+    jobs: list[lanes.Job] = []
+    cold = False
+
+    def image_job(guest: Guest) -> str:
+        nonlocal cold
+        name = f"image {guest}"
+        if all(job.name != name for job in jobs):
+            built = (guest.image_dir / "rootfs.ext4").exists()
+            cold = cold or not built
+            first = FIRST_ESTIMATES.get(name, FIRST_ESTIMATES["image x86_64"])
+            jobs.append(lanes.Job(name, [*me, "image", "--arch", guest.arch, "--kernel", guest.kernel],
+                                  estimate=0.0 if built else known.get(name, first)))
+        return name
+
     for guest in guests:
-        try:
-            ensure_image(guest)
-        except HarnessError:
-            pass
+        jobs.append(lanes.Job(str(guest), [*me, "test", "--arch", guest.arch, "--kernel", guest.kernel, *paths.split()],
+                              needs=(image_job(guest),),
+                              estimate=known.get(str(guest), FIRST_ESTIMATES[guest.arch])))
+    for spec in extra or []:
+        head, _, command = spec.partition("=")
+        name, _, images = head.partition("@")
+        if not command or not name:
+            raise HarnessError(f"a job is NAME[@ARCH/KERNEL,...]=COMMAND, not {spec!r}")
+        needs = tuple(image_job(parse_guest(g)) for g in images.split(",") if g)
+        jobs.append(lanes.Job(name, ["sh", "-c", command], needs=needs, estimate=known.get(name, 120.0)))
+    started = time.monotonic()
+    logdir = CACHE / "lanes" / time.strftime("%Y%m%d-%H%M%S")
+    print(f"harness: {len(jobs)} jobs in {min(guest_slots(), len(jobs))} lanes; their logs in {logdir}", flush=True)
+    outcomes = lanes.Lanes(jobs, min(guest_slots(), len(jobs)), logdir).run()
+    lanes.save_seconds(seconds_file, outcomes)
+    for line in lanes.summary(outcomes, time.monotonic() - started, cold, budget):
+        print(line, flush=True)
+    return 0 if all(o.verdict == "passed" for o in outcomes) else 1
+
+
+def parse_guest(spec: str) -> Guest:
+    arch, _, kernel = spec.partition("/")
+    if arch not in ARCHES or kernel not in SUITES:
+        raise HarnessError(f"a guest is ARCH/KERNEL ({'|'.join(ARCHES)} / {'|'.join(sorted(SUITES))}), not {spec!r}")
+    return Guest(arch, kernel)
 
 
 def seconds_by_file(junit_xml: str) -> list[tuple[str, float]]:
@@ -374,12 +512,18 @@ def main(argv: list[str] | None = None) -> int:
         if verb == "test":
             p.add_argument("paths", nargs="*", default=["tests/kernel"])
     every = sub.add_parser("test-all")
-    every.add_argument("guests", nargs="+", metavar="ARCH/KERNEL")
+    every.add_argument("guests", nargs="*", metavar="ARCH/KERNEL")
+    every.add_argument("--paths", default="tests/kernel", help="test files or folders, in every guest")
+    every.add_argument("--job", action="append", default=[], metavar="NAME[@ARCH/KERNEL,...]=COMMAND",
+                       help="another job, run once those guests' images are built")
+    every.add_argument("--budget", nargs=2, type=float, metavar=("WARM", "COLD"),
+                       help="minutes a warm and a cold run may take: the last line says when one took longer")
     args = parser.parse_args(argv)
-    if args.verb == "test-all":
-        return test_all([Guest(*g.split("/")) for g in args.guests])
-    guest = Guest(args.arch, args.kernel)
     try:
+        if args.verb == "test-all":
+            budget = lanes.Budget(*args.budget) if args.budget else None
+            return test_all([parse_guest(g) for g in args.guests], args.paths, args.job, budget)
+        guest = Guest(args.arch, args.kernel)
         if args.verb == "image":
             print(ensure_image(guest))
             return 0

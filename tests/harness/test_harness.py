@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -105,3 +106,34 @@ def test_seconds_by_file_sums_a_files_tests_slowest_first(tmp_path: Path) -> Non
     [(first, slow), (second, fast)] = harness.seconds_by_file(junit.read_text())
     assert (first, second) == ("test_one", "test_two")
     assert slow >= 0.4 and 0.1 <= fast < slow
+
+
+def test_two_guests_of_one_image_run_at_once_and_keep_both_module_builds() -> None:
+    """Two `make vm-run` side by side (on a core each when two are free): each guest
+    writes into its own copy of the image's module build folders, and both builds are
+    kept whole afterwards (the guests once shared one folder: the last to finish
+    emptied it and copied back only its own)."""
+    kept = GUEST.image_dir / "kmod-build"
+    names = [f"harness-side-by-side-{os.getpid()}-{n}" for n in (1, 2)]
+    finished: list[str] = []
+
+    def build(name: str) -> None:
+        # A stand-in for a module build: a folder of files, written in the guest.
+        result = harness.run(GUEST, f"d=/var/tmp/kpctl-kmod/{name}; mkdir -p $d; for i in $(seq 50); do echo {name} > $d/$i; done; sleep 5",
+                             timeout=300, echo=False)
+        assert result.returncode == 0, result.output
+        finished.append(name)
+
+    threads = [threading.Thread(target=build, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert sorted(finished) == names
+        for name in names:
+            assert sorted((kept / name).iterdir()) == sorted(kept / name / str(i) for i in range(1, 51))
+            assert {(kept / name / str(i)).read_text() for i in range(1, 51)} == {f"{name}\n"}
+    finally:
+        for name in names:
+            shutil.rmtree(kept / name, ignore_errors=True)
