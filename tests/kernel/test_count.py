@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import require
@@ -32,12 +34,7 @@ def kprobes() -> list[list[str]]:
     return [line.split()[:3] for line in KPROBES_LIST.read_text().splitlines()]
 
 
-@pytest.fixture
-def tracefs() -> Iterator[Tracefs]:
-    tracefs = Tracefs(find_tracefs())
-    require(os.geteuid() == 0 and tracefs.path("kprobe_events").exists(), "needs root and kprobe_events")
-    probes_before = kprobes()
-    yield tracefs
+def nothing_left(tracefs: Tracefs, probes_before: list[list[str]]) -> None:
     assert kprobes() == probes_before, "counting left a kprobe behind"
     for prefix in ("kpctl_count_", "kpctl_lat_"):
         assert prefix not in tracefs.read("kprobe_events"), "counting left a probe behind"
@@ -46,13 +43,59 @@ def tracefs() -> Iterator[Tracefs]:
     assert "kpctl_" not in tracefs.read("synthetic_events"), "latency left its synthetic event behind"
 
 
-@pytest.fixture(params=ENGINES)
-def engine(request: pytest.FixtureRequest, tracefs: Tracefs) -> str:
-    if request.param == "bpf":
+def usable_tracefs() -> Tracefs:
+    tracefs = Tracefs(find_tracefs())
+    require(os.geteuid() == 0 and tracefs.path("kprobe_events").exists(), "needs root and kprobe_events")
+    return tracefs
+
+
+def require_engine(engine: str, tracefs: Tracefs) -> None:
+    if engine == "bpf":
         require(importlib.util.find_spec("bcc") is not None, "needs bcc (python3-bpfcc)")
     else:
         require("hist:" in tracefs.readme, "needs hist triggers (CONFIG_HIST_TRIGGERS)")
+
+
+@pytest.fixture
+def tracefs() -> Iterator[Tracefs]:
+    tracefs = usable_tracefs()
+    probes_before = kprobes()
+    yield tracefs
+    nothing_left(tracefs, probes_before)
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest, tracefs: Tracefs) -> str:
+    require_engine(request.param, tracefs)
     return str(request.param)
+
+
+@dataclass(frozen=True)
+class Counted:
+    """One counting command that several tests look at: a BPF compile costs seconds
+    under emulation, so what one run can show is not paid for twice."""
+    engine: str
+    returncode: int
+    tables: list[dict[str, Any]]
+    err: list[str]
+
+
+def counted(engine: str, *args: str, workload: int = CALLS, end: signal.Signals | None = None,
+            timeout: float = 120) -> Counted:
+    """count ARGS through engine around workload calls, ended by a signal or its -d;
+    nothing may be left afterwards."""
+    tracefs = usable_tracefs()
+    require_engine(engine, tracefs)
+    probes_before = kprobes()
+    proc = count(engine, *args)
+    begun = started(proc)
+    run_workload(workload)
+    if end is not None:
+        proc.send_signal(end)
+    out, err = proc.communicate(timeout=timeout)
+    nothing_left(tracefs, probes_before)
+    assert proc.returncode == 0, err
+    return Counted(engine, proc.returncode, [json.loads(line) for line in out.splitlines()], begun + err.splitlines())
 
 
 def kpctl(engine: str, *args: str, as_json: bool = True) -> subprocess.Popen[str]:
@@ -64,36 +107,67 @@ def count(engine: str, *args: str) -> subprocess.Popen[str]:
     return kpctl(engine, "count", *args)
 
 
-def started(proc: subprocess.Popen[str]) -> None:
+def started(proc: subprocess.Popen[str]) -> list[str]:
     """The counting commands say so on stderr once counting has begun (bcc compiles
-    first: slow under emulation)."""
+    first: slow under emulation), after any note on what a glob left out: the lines
+    read until then."""
     assert proc.stderr is not None
-    line = proc.stderr.readline()
-    assert "; Ctrl-C ends" in line, (line, proc.communicate())
+    lines = [proc.stderr.readline()]
+    while lines[-1].startswith("kpctl: the globs leave out "):
+        lines.append(proc.stderr.readline())
+    assert "; Ctrl-C ends" in lines[-1], (lines, proc.communicate())
+    return [line.rstrip("\n") for line in lines]
 
 
-def test_count_by_pid_is_exact_for_this_process(tracefs: Tracefs, engine: str) -> None:
-    proc = count(engine, syscall_symbol(WORKLOAD_SYSCALL), "--by", "pid", "-d", "600")
-    started(proc)
-    run_workload(CALLS)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C prints the final table
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    [table] = [json.loads(line) for line in out.splitlines()]
-    assert table["engine"] == engine and table["by"] == "pid"
+@pytest.fixture(scope="module", params=ENGINES)
+def counted_by_pid(request: pytest.FixtureRequest) -> Counted:
+    """count --by pid of the workload, ended by SIGTERM."""
+    return counted(request.param, syscall_symbol(WORKLOAD_SYSCALL), "--by", "pid", "-d", "600", end=signal.SIGTERM)
+
+
+def test_count_by_pid_is_exact_for_this_process(counted_by_pid: Counted) -> None:
+    [table] = counted_by_pid.tables
+    assert table["engine"] == counted_by_pid.engine and table["by"] == "pid"
     mine = [row for row in table["counts"] if row["by"].endswith(f" {os.getpid()}")]
     assert [row["hits"] for row in mine] == [CALLS], table
 
 
-def test_count_of_a_glob_with_a_duration_totals_per_function(tracefs: Tracefs, engine: str) -> None:
-    proc = count(engine, syscall_symbol("sched_get_priority_m*"), "-d", "3")
-    started(proc)
-    run_workload(CALLS)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    [table] = [json.loads(line) for line in out.splitlines()]
+def test_sigterm_ends_counting_and_cleans_up(counted_by_pid: Counted) -> None:
+    # counted() checked that nothing is left; SIGTERM still prints the final table.
+    assert counted_by_pid.returncode == 0
+    assert counted_by_pid.tables[-1]["counts"][0]["function"] == syscall_symbol(WORKLOAD_SYSCALL)
+
+
+def glob_of_both_kinds() -> tuple[str, list[str], dict[str, str]]:
+    """A glob of this kernel's that names probeable and unprobeable functions, few
+    enough to attach quickly."""
+    symbols = usable_tracefs().symbols
+    for pattern in ("kprobe_*", "*_int3_*", "arch_*", "do_*", "vfs_*"):
+        kept, left = symbols.probeable_matches(pattern)
+        if left and 0 < len(kept) <= 60:
+            return pattern, kept, left
+    pytest.fail("no glob here names both probeable and unprobeable functions")
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def counted_globs(request: pytest.FixtureRequest) -> tuple[Counted, dict[str, str]]:
+    """The workload's glob and one that leaves functions out, counted for 3 s."""
+    pattern, _, left = glob_of_both_kinds()
+    return counted(request.param, syscall_symbol("sched_get_priority_m*"), pattern, "-d", "3", timeout=300), left
+
+
+def test_count_of_a_glob_with_a_duration_totals_per_function(counted_globs: tuple[Counted, dict[str, str]]) -> None:
+    [table] = counted_globs[0].tables
     hits = {row["function"]: row["hits"] for row in table["counts"]}
     assert hits[syscall_symbol(WORKLOAD_SYSCALL)] >= CALLS and syscall_symbol("sched_get_priority_min") in hits
+
+
+def test_a_glob_that_names_unprobeable_functions_counts_the_rest_and_says_so(
+        counted_globs: tuple[Counted, dict[str, str]]) -> None:
+    run, left = counted_globs
+    assert f"kpctl: the globs leave out {len(left)} functions (kpctl funcs tells why)" in run.err
+    [table] = run.tables
+    assert set(left).isdisjoint(row["function"] for row in table["counts"])
 
 
 def test_count_by_stack_names_the_syscall_path(tracefs: Tracefs, engine: str) -> None:
@@ -109,15 +183,6 @@ def test_count_by_stack_names_the_syscall_path(tracefs: Tracefs, engine: str) ->
     assert len(tables) >= 2  # one per interval
     stacks = [row["by"] for t in tables for row in t["counts"]]
     assert stacks and any("do_syscall_64" in s or "el0_svc" in s for s in stacks), stacks
-
-
-def test_sigterm_ends_counting_and_cleans_up(tracefs: Tracefs, engine: str) -> None:
-    proc = count(engine, "vfs_read")
-    started(proc)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert json.loads(out)["counts"][0]["function"] == "vfs_read"
 
 
 def test_hist_of_read_sizes_puts_each_in_its_power_of_two(tracefs: Tracefs, engine: str, tmp_path: Path) -> None:
@@ -260,19 +325,3 @@ def test_latency_of_a_recursion_times_the_calls_its_engine_can_tell_apart(
     [table] = [json.loads(line) for line in out.splitlines()]
     timed = sum(b["calls"] for b in table["buckets"])
     assert timed == {"bpf": iterations * (depth + 1), "tracefs": iterations}[engine], table
-
-
-def test_a_glob_that_names_unprobeable_functions_counts_the_rest_and_says_so(tracefs: Tracefs, engine: str) -> None:
-    # A glob of this kernel's that holds both kinds, and few enough to attach quickly.
-    for pattern in ("kprobe_*", "*_int3_*", "arch_*", "do_*", "vfs_*"):
-        kept, left = tracefs.symbols.probeable_matches(pattern)
-        if left and 0 < len(kept) <= 60:
-            break
-    else:
-        pytest.fail("no glob here names both probeable and unprobeable functions")
-    proc = count(engine, pattern, "-d", "1")
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert f"kpctl: the globs leave out {len(left)} functions (kpctl funcs tells why)" in err.splitlines()
-    [table] = [json.loads(line) for line in out.splitlines()]
-    assert set(left).isdisjoint(row["function"] for row in table["counts"])
