@@ -423,7 +423,7 @@ def test(guest: Guest, paths: str = "tests/kernel", timeout: float = 2400) -> in
 
 # Seconds a job takes when no earlier run on this machine says otherwise: they order the
 # lanes' picks (README's time budgets).
-FIRST_ESTIMATES = {"image x86_64": 150, "image arm64/6.1": 540, "image arm64/6.12": 960,
+FIRST_ESTIMATES = {"image x86_64": 100, "image arm64/6.1": 300, "image arm64/6.12": 600,
                    "x86_64": 660, "arm64": 720}
 
 
