@@ -11,10 +11,11 @@ GUESTS ?= x86_64/6.1 x86_64/6.12 arm64/6.1 arm64/6.12
 # The quick loop's test files, in every guest of GUESTS.
 FILES ?= tests/kernel
 # The jobs of make test beside the guests' kernel tests, as harness.py test-all takes
-# them (NAME[@the guest images it needs]=COMMAND): lanes run them where a core is free.
-HOST_CHECKS := --job 'host checks=$(MAKE) --no-print-directory lint host-test'
-HARNESS_TESTS := --job 'harness tests@x86_64/6.1=$(VENV)/bin/pytest -q tests/harness'
-VAGRANT_TEST := --job 'vagrant@x86_64/6.1,arm64/6.1=bash vagrant/smoke.sh x86_64 arm64'
+# them (NAME[@the guest images it needs][~seconds on a first run]=COMMAND): lanes run
+# them where a core is free, the longest first.
+HOST_CHECKS := --job 'host checks~15=$(MAKE) --no-print-directory lint host-test'
+HARNESS_TESTS := --job 'harness tests@x86_64/6.1~220=$(VENV)/bin/pytest -q tests/harness'
+VAGRANT_TEST := --job 'vagrant@x86_64/6.1,arm64/6.1~480=bash vagrant/smoke.sh x86_64 arm64'
 # Minutes a warm and a cold make test may take before its last line says so.
 BUDGET := --budget 45 65
 

@@ -5,7 +5,7 @@
     harness.py run --arch A --kernel K [--timeout S] -- CMD
     harness.py shell --arch A --kernel K
     harness.py test --arch A --kernel K   tests/kernel in one pytest process
-    harness.py test-all ARCH/KERNEL... [--paths P...] [--job NAME[@ARCH/KERNEL,...]=CMD]...
+    harness.py test-all ARCH/KERNEL... [--paths P...] [--job NAME[@ARCH/KERNEL,...][~SECONDS]=CMD]...
                                           those guests' tests, image builds and other
                                           jobs in lanes, one per core (lanes.py)
 
@@ -430,7 +430,8 @@ FIRST_ESTIMATES = {"image x86_64": 100, "image arm64/6.1": 300, "image arm64/6.1
 def test_all(guests: list[Guest], paths: str = "tests/kernel", extra: list[str] | None = None,
              budget: lanes.Budget | None = None) -> int:
     """The kernel tests of every guest, the images they need and any extra jobs
-    ("NAME[@ARCH/KERNEL,...]=COMMAND", run by sh after those guests' images are built)
+    ("NAME[@ARCH/KERNEL,...][~SECONDS]=COMMAND", run by sh after those guests' images
+    are built; SECONDS orders it until a run has measured it)
     in lanes, one per core; every job's verdict in a summary at the end."""
     seconds_file = CACHE / "lane-seconds.json"
     known = lanes.load_seconds(seconds_file)
@@ -455,11 +456,13 @@ def test_all(guests: list[Guest], paths: str = "tests/kernel", extra: list[str] 
                               estimate=known.get(str(guest), FIRST_ESTIMATES[guest.arch])))
     for spec in extra or []:
         head, _, command = spec.partition("=")
+        head, _, seconds = head.partition("~")
         name, _, images = head.partition("@")
-        if not command or not name:
-            raise HarnessError(f"a job is NAME[@ARCH/KERNEL,...]=COMMAND, not {spec!r}")
+        if not command or not name or not (seconds or "0").isdigit():
+            raise HarnessError(f"a job is NAME[@ARCH/KERNEL,...][~SECONDS]=COMMAND, not {spec!r}")
         needs = tuple(image_job(parse_guest(g)) for g in images.split(",") if g)
-        jobs.append(lanes.Job(name, ["sh", "-c", command], needs=needs, estimate=known.get(name, 120.0)))
+        jobs.append(lanes.Job(name, ["sh", "-c", command], needs=needs,
+                              estimate=known.get(name, float(seconds or 120))))
     started = time.monotonic()
     logdir = CACHE / "lanes" / time.strftime("%Y%m%d-%H%M%S")
     print(f"harness: {len(jobs)} jobs in {min(guest_slots(), len(jobs))} lanes; their logs in {logdir}", flush=True)
@@ -514,8 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     every = sub.add_parser("test-all")
     every.add_argument("guests", nargs="*", metavar="ARCH/KERNEL")
     every.add_argument("--paths", default="tests/kernel", help="test files or folders, in every guest")
-    every.add_argument("--job", action="append", default=[], metavar="NAME[@ARCH/KERNEL,...]=COMMAND",
-                       help="another job, run once those guests' images are built")
+    every.add_argument("--job", action="append", default=[], metavar="NAME[@ARCH/KERNEL,...][~SECONDS]=COMMAND",
+                       help="another job, run once those guests' images are built; SECONDS it takes before a run measures it")
     every.add_argument("--budget", nargs=2, type=float, metavar=("WARM", "COLD"),
                        help="minutes a warm and a cold run may take: the last line says when one took longer")
     args = parser.parse_args(argv)
