@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kpctl.backends.tracefs import TracefsBackend
+from kpctl.bcc_glue import compile_program, import_bcc
 from kpctl.errors import KpctlError
 from kpctl.inspect.arm import OPTIMIZATION_SYSCTL
 from kpctl.inspect.disasm import host_arch, kprobe_mark
@@ -342,28 +343,29 @@ int kpctl_count(void *ctx) {
 def bpf_probe(kind: str) -> Setup:
     @contextmanager
     def setup(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
-        try:
-            import bcc
-        except ImportError:
-            raise NotMeasured("bcc is not installed for this Python (python3-bpfcc)") from None
         symbol = bench.driver.symbol
         text = _BPF_COUNTER
-        if kind in ("fentry", "fexit"):
-            if not bcc.BPF.support_kfunc():
-                raise NotMeasured("this kernel or bcc has no fentry/fexit (BPF trampolines)")
-            if bench.driver.module and not Path(f"/sys/kernel/btf/{bench.driver.module}").exists():
-                raise NotMeasured(f"{bench.driver.module} has no BTF (an out-of-tree build without pahole)")
-            macro = "KFUNC_PROBE" if kind == "fentry" else "KRETFUNC_PROBE"
-            text = text.replace("int kpctl_count(void *ctx) {", f"{macro}({symbol}) {{")
         try:
-            program = bcc.BPF(text=text)
-            if kind == "kprobe":
-                program.attach_kprobe(event=symbol, fn_name="kpctl_count")
-            elif kind == "kretprobe":
-                program.attach_kretprobe(event=symbol, fn_name="kpctl_count")
-        except Exception as e:  # bcc raises plain Exceptions
-            raise NotMeasured(f"bcc could not attach a {kind}: {e}") from None
+            bcc = import_bcc()
+            if kind in ("fentry", "fexit"):
+                if not bcc.BPF.support_kfunc():
+                    raise NotMeasured("this kernel or bcc has no fentry/fexit (BPF trampolines)")
+                if bench.driver.module and not Path(f"/sys/kernel/btf/{bench.driver.module}").exists():
+                    raise NotMeasured(f"{bench.driver.module} has no BTF (an out-of-tree build without pahole)")
+                macro = "KFUNC_PROBE" if kind == "fentry" else "KRETFUNC_PROBE"
+                text = text.replace("int kpctl_count(void *ctx) {", f"{macro}({symbol}) {{")
+            program = compile_program(text)
+        except KpctlError as e:  # no bcc, or a build that failed: the row says why, as the CLI would
+            raise NotMeasured(f"{e.message}\n{e.hint}" if e.hint else e.message) from None
         try:
+            try:
+                if kind == "kprobe":
+                    program.attach_kprobe(event=symbol, fn_name="kpctl_count")
+                elif kind == "kretprobe":
+                    program.attach_kretprobe(event=symbol, fn_name="kpctl_count")
+            except Exception as e:  # bcc raises plain Exceptions
+                raise NotMeasured(f"bcc could not attach a {kind}: {e}") from None
+
             def hits() -> int:
                 table = program["kpctl_hits"]
                 return int(table[table.Key(0)].value)

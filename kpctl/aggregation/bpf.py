@@ -14,7 +14,8 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from kpctl.aggregation.counts import UNITS, Count, biggest_first, split_by
-from kpctl.backends.bpf import fetch_expression, import_bcc, printed_value
+from kpctl.backends.bpf import fetch_expression, printed_value
+from kpctl.bcc_glue import compile_program
 from kpctl.errors import KpctlError, UsageError
 from kpctl.model import FetchArg, ReturnValue, parse_target
 
@@ -135,11 +136,7 @@ class _Program:
 
     @contextmanager
     def attached(self) -> Iterator[None]:
-        bcc = import_bcc()
-        try:
-            self.bpf = bcc.BPF(text=self.text)
-        except Exception as e:  # bcc raises plain Exceptions for a failed compile
-            raise KpctlError(f"bcc could not build the BPF program: {e}") from None
+        self.bpf = compile_program(self.text)
         try:
             for function, bpf_function, is_return in self.probes:
                 attach = self.bpf.attach_kretprobe if is_return else self.bpf.attach_kprobe

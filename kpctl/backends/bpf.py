@@ -15,6 +15,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from kpctl.backends.base import ProbeInfo, ProbeStats
+from kpctl.bcc_glue import INSTALL_HINT as INSTALL_HINT  # re-exported: kpctl.registry imports it from here
+from kpctl.bcc_glue import compile_program
+from kpctl.bcc_glue import import_bcc as import_bcc  # re-exported, as INSTALL_HINT
 from kpctl.errors import KpctlError, ProbeExistsError, UsageError, check_probe_names
 from kpctl.model import ArgType, Comm, FetchArg, FunctionArgument, Probe, ReturnValue, default_event_name
 
@@ -23,8 +26,6 @@ if TYPE_CHECKING:
     from kpctl.tracefs import Tracefs
     from kpctl.watch import HitSink, HitSource
 
-INSTALL_HINT = ("install Debian's python3-bpfcc (apt install python3-bpfcc); in a venv, make it with "
-                "python3 -m venv --system-site-packages so that it sees bcc")
 MAX_ARGS = 6
 _INTS = {"u8": 8, "u16": 16, "u32": 32, "u64": 64, "s8": 8, "s16": 16, "s32": 32, "s64": 64,
          "x8": 8, "x16": 16, "x32": 32, "x64": 64}
@@ -59,14 +60,6 @@ int kpctl_probe_%(n)d(struct pt_regs *ctx) {
     return 0;
 }
 """
-
-
-def import_bcc() -> Any:
-    try:
-        import bcc  # seconds of start-up: only when asked for
-    except ImportError:
-        raise KpctlError("the bpf backend needs bcc, which is not installed for this Python", INSTALL_HINT) from None
-    return bcc
 
 
 def fetch_expression(arg: FetchArg, is_return: bool) -> str | None:
@@ -145,13 +138,9 @@ class BpfBackend:
         for probe in probes:
             if probe.event in self._probes:
                 raise ProbeExistsError(f"a probe named {probe.event} already exists in backend bpf")
-        bcc = import_bcc()
         text = _PROGRAM_HEAD % {"args": MAX_ARGS, "probes": len(probes)} + "".join(
             _PROGRAM_PROBE % {"n": n, "fetch": "\n".join(_fetch(p))} for n, p in enumerate(probes))
-        try:
-            program = bcc.BPF(text=text)
-        except Exception as e:  # bcc raises plain Exceptions for a failed compile
-            raise KpctlError(f"bcc could not build the BPF program: {e}") from None
+        program = compile_program(text)
         attached = [_Attached(probe, program, f"kpctl_probe_{n}", n, enabled=False) for n, probe in enumerate(probes)]
         try:
             # The buffer opens before the first probe arms: no hit is lost in between.

@@ -2,11 +2,15 @@
 and their checks run in the guests (tests/kernel/test_bench.py)."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from kpctl import bench
+from kpctl.bcc_glue import INSTALL_HINT
 from kpctl.bench import Row, SyscallDriver, context, expected_mark, rows_as_table
 from kpctl.inspect.disasm import Arch, kprobe_mark
 from kpctl.tracefs import Tracefs
@@ -88,3 +92,26 @@ def test_without_kprobe_events_every_kprobe_row_says_why(tmp_path: Path) -> None
     for name in ("kprobe event, disabled", "kprobe at +0 (tracefs)", "kprobe at an offset, int3/BRK", "kretprobe (tracefs)"):
         assert rows[name].detail == "this kernel has no kprobe events (CONFIG_KPROBE_EVENTS)"
     assert list((tmp_path / "instances").iterdir()) == []
+
+
+class UnbuildableBpf:
+    """bcc.BPF without kernel headers: it says so on fd 1, then the build fails."""
+
+    def __init__(self, text: str) -> None:
+        os.write(1, b"Unable to find kernel headers.\n")
+        raise Exception("Failed to compile BPF module <text>")
+
+
+@pytest.mark.parametrize(("bcc", "detail"), [
+    (None, f"bcc is not installed for this Python\n{INSTALL_HINT}"),
+    (SimpleNamespace(BPF=UnbuildableBpf),
+     "bcc could not build the BPF program: Failed to compile BPF module <text>\nUnable to find kernel headers."),
+])
+def test_a_bpf_row_that_cannot_run_says_why_and_stdout_stays_the_bench_s(
+    bcc: object, detail: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, "bcc", bcc)
+    with pytest.raises(bench.NotMeasured) as e, bench.bpf_probe("kprobe")(SimpleNamespace(driver=DRIVER)):  # type: ignore[arg-type]
+        pass
+    assert str(e.value) == detail
+    assert capfd.readouterr() == ("", "")

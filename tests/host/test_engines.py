@@ -3,6 +3,8 @@ request compiles to, and how the bpf engine's map keys read. The programs themse
 run in the kernel tests (tests/kernel/test_count.py)."""
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -206,3 +208,22 @@ def test_a_signal_in_arming_or_removal_ends_counting_in_one_line(
     else:
         count()  # the counts are out: the signal ends nothing more, and no traceback
         assert shown == [[Count("vfs_read", None, 1)]]
+
+
+class UnbuildableBpf:
+    """bcc.BPF without kernel headers: it says so on fd 1, then the build fails."""
+
+    def __init__(self, text: str) -> None:
+        os.write(1, b"Unable to find kernel headers.\n")
+        raise Exception("Failed to compile BPF module <text>")
+
+
+def test_a_program_that_does_not_build_says_why_in_its_error_only(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, "bcc", SimpleNamespace(BPF=UnbuildableBpf))
+    with pytest.raises(KpctlError) as e, BpfLatencyTimer(["vfs_read"]).counting():
+        pass
+    assert capfd.readouterr() == ("", "")
+    assert (str(e.value), e.value.hint) == ("bcc could not build the BPF program: Failed to compile BPF module <text>",
+                                            "Unable to find kernel headers.")
