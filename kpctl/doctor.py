@@ -11,8 +11,11 @@ from kpctl.counting import ENGINES, engine_availability
 from kpctl.errors import KpctlError
 from kpctl.features import FEATURES, detect_features
 from kpctl.kmod import modules_supported
-from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
+from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND, tracefs_instead
 from kpctl.tracefs import DEBUGFS, Tracefs, find_tracefs, read_lockdown
+
+KALLSYMS = Path("/proc/kallsyms")
+KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ def run_checks(say: Callable[[str], None] | None = None) -> list[Check]:
         checks.append(Check("tracefs", False, e.message, e.hint or ""))
         return checks
     checks.append(Check("tracefs", True, f"mounted at {tracefs}"))
-    checks.append(_kprobes_enabled())
+    checks.append(_kprobes_enabled(tracefs))
     checks.append(_lockdown())
     checks.append(Check(
         "instances", (tracefs / "instances").is_dir(), "tracefs instances (kpctl reads hits from its own)",
@@ -53,12 +56,7 @@ def run_checks(say: Callable[[str], None] | None = None) -> list[Check]:
         "error_log", (tracefs / "error_log").exists(), "the kernel explains rejected probes",
         "kernels before 5.4 only return EINVAL; kpctl then cannot say why", required=False,
     ))
-    kallsyms = _read(Path("/proc/kallsyms"))
-    first = kallsyms.split(" ", 1)[0] if kallsyms else ""
-    checks.append(Check(
-        "kallsyms addresses", bool(first.strip("0")), "/proc/kallsyms shows real addresses",
-        "run as root, or sysctl kernel.kptr_restrict=0", required=False,
-    ))
+    checks.append(_kallsyms_addresses())
     for kind in BACKEND_TYPES:
         available = kind.availability(Tracefs(tracefs))
         lifetime = "probes outlive kpctl" if kind.outlives_kpctl else "probes live while kpctl runs"
@@ -88,17 +86,45 @@ def _mounted(fstype: str) -> bool | None:
     return None if mounts is None else any(line.split()[2:3] == [fstype] for line in mounts.splitlines())
 
 
-def _kprobes_enabled() -> Check:
+def _kprobes_enabled(tracefs: Path) -> Check:
     """Required only when known: add and watch work without debugfs."""
     path = DEBUGFS / "kprobes" / "enabled"
     enabled = _read(path)
     if enabled is not None:
         return Check("kprobes enabled", enabled.strip() == "1", f"{path} is {enabled.strip()}", f"echo 1 | sudo tee {path}")
+    # CONFIG_KPROBES brings debugfs kprobes, and kprobe_events and the PMU with CONFIG_KPROBE_EVENTS (its
+    # default): with none of them, mounting debugfs would not help.
+    if not any(p.exists() for p in (tracefs / "kprobe_events", KPROBE_PMU, path.parent)):
+        return Check("kprobes enabled", False, "this kernel has no kprobes: no kprobe_events, perf kprobe PMU or "
+                     "debugfs kprobes", "the kernel needs CONFIG_KPROBES=y")
     if _mounted("debugfs") is False:
         return Check("kprobes enabled", False, "unknown, because debugfs is not mounted",
                      f"sudo mount -t debugfs none {DEBUGFS}", required=False)
     return Check("kprobes enabled", False, f"unknown, because {path} cannot be read",
                  "the kernel needs CONFIG_KPROBES=y; as root", required=False)
+
+
+def kallsyms_shows_addresses(path: Path) -> bool:
+    """Whether kallsyms shows real addresses, judged by its text symbols: x86_64 lists
+    per-CPU symbols at 0 first (`0000000000000000 A fixed_percpu_data`) even to root.
+    Reads up to the first text symbol with an address, not all of the file's 100,000
+    lines and more. OSError when it cannot be read."""
+    with open(path, errors="replace") as lines:
+        return any(kind in ("T", "t") and address.strip("0") for address, kind, _ in (line.split(" ", 2) for line in lines))
+
+
+def _kallsyms_addresses() -> Check:
+    name = "kallsyms addresses"
+    try:
+        shown = kallsyms_shows_addresses(KALLSYMS)
+    except FileNotFoundError:
+        return Check(name, False, f"{KALLSYMS} does not exist", "the kernel needs CONFIG_KALLSYMS=y", required=False)
+    except OSError as e:
+        return Check(name, False, f"{KALLSYMS} cannot be read ({e.strerror})", required=False)
+    # kallsyms_show_value(): hidden from readers without CAP_SYSLOG, and from root too at kptr_restrict=2.
+    fix = ("sysctl kernel.kptr_restrict=1 (2 hides them from root too)" if os.geteuid() == 0
+           else "run as root (with kernel.kptr_restrict below 2)")
+    return Check(name, shown, f"{KALLSYMS} shows real addresses", fix, required=False)
 
 
 def _lockdown() -> Check:
@@ -133,12 +159,13 @@ def _other_commands(tracefs: Path) -> list[Check]:
         _readable("inspect: /proc/kcore", Path("/proc/kcore"), "inspect reads live code there",
                   "the kernel needs CONFIG_PROC_KCORE", "as root, and not locked down to confidentiality"),
         Check("inspect: capstone", importlib.util.find_spec("capstone") is not None, "inspect disassembles with it",
-              "pip install 'kpctl[inspect]' (or apt install python3-capstone)", required=False),
-        Check("perf kprobe PMU", Path("/sys/bus/event_source/devices/kprobe/type").exists(),
+              "pip install capstone (or apt install python3-capstone)", required=False),
+        Check("perf kprobe PMU", (KPROBE_PMU / "type").exists(),
               "kprobes through perf_event_open(2), as BPF tools (bcc, bpftrace) and perf attach them",
               "the kernel needs CONFIG_KPROBE_EVENTS and CONFIG_PERF_EVENTS", required=False),
         Check("kmod: module loading", modules_supported(), "the kernel loads modules (CONFIG_MODULES)",
-              "this kernel cannot load modules: use the tracefs backend", required=False),
+              tracefs_instead(Tracefs(tracefs), "this kernel cannot load modules: use the tracefs backend"),
+              required=False),
         _headers(),
     ]
 

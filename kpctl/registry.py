@@ -47,6 +47,14 @@ def _tracefs_availability(tracefs: Tracefs) -> Availability:
     return Availability(False, "this kernel has no kprobe_events", "the kernel needs CONFIG_KPROBE_EVENTS=y")
 
 
+def tracefs_instead(tracefs: Tracefs, advice: str) -> str:
+    """advice, which turns to the tracefs backend, where that backend works; else what
+    the kernel lacks for it."""
+    if _tracefs_availability(tracefs).usable:
+        return advice
+    return "this kernel has no kprobe_events for the tracefs backend either: it needs CONFIG_KPROBE_EVENTS=y"
+
+
 def _open_tracefs(tracefs: Tracefs, group: str) -> ProbeBackend:
     from kpctl.backends.tracefs import TracefsBackend
 
@@ -67,10 +75,10 @@ def _bpf_availability(tracefs: Tracefs) -> Availability:
 
 
 def _open_bpf(tracefs: Tracefs, group: str) -> ProbeBackend:
-    from kpctl.backends.bpf import BpfBackend, import_bcc
+    from kpctl.backends.bpf import TRACEFS_FETCHES, BpfBackend, import_bcc
 
     import_bcc()
-    return BpfBackend(tracefs, group)
+    return BpfBackend(tracefs, group, fetch_hint=tracefs_instead(tracefs, TRACEFS_FETCHES))
 
 
 def _kmod_availability(tracefs: Tracefs) -> Availability:
@@ -80,7 +88,7 @@ def _kmod_availability(tracefs: Tracefs) -> Availability:
         return Availability(True, f"{MODULE} is loaded")
     if not modules_supported():  # building and loading it would only fail
         return Availability(False, "this kernel cannot load modules (it was built without CONFIG_MODULES)",
-                            "the tracefs backend needs no module")
+                            tracefs_instead(tracefs, "the tracefs backend needs no module"))
     return Availability(False, f"{MODULE} is not loaded", "sudo kpctl kmod build && sudo kpctl kmod load")
 
 

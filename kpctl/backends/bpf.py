@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from kpctl.tracefs import Tracefs
     from kpctl.watch import HitSink, HitSource
 
+# The hint for what the bpf backend cannot fetch, given only where the tracefs backend works (kpctl.registry).
+TRACEFS_FETCHES = "use the tracefs backend for memory, registers and the rest"
 MAX_ARGS = 6
 _INTS = {"u8": 8, "u16": 16, "u32": 32, "u64": 64, "s8": 8, "s16": 16, "s32": 32, "s64": 64,
          "x8": 8, "x16": 16, "x32": 32, "x64": 64}
@@ -62,9 +64,10 @@ int kpctl_probe_%(n)d(struct pt_regs *ctx) {
 """
 
 
-def fetch_expression(arg: FetchArg, is_return: bool) -> str | None:
+def fetch_expression(arg: FetchArg, is_return: bool, elsewhere: str | None = None) -> str | None:
     """The C expression (over ctx, a struct pt_regs *) that reads arg; None for $comm,
-    which a record carries anyway. UsageError for what the bpf backend cannot fetch."""
+    which a record carries anyway. UsageError for what the bpf backend cannot fetch,
+    with elsewhere as its hint."""
     fetch = arg.fetch
     if isinstance(fetch, Comm):
         return None
@@ -73,16 +76,15 @@ def fetch_expression(arg: FetchArg, is_return: bool) -> str | None:
     elif isinstance(fetch, ReturnValue) and is_return and not fetch.access:
         expression = "PT_REGS_RC(ctx)"
     else:
-        raise UsageError(f"the bpf backend fetches $arg1..$arg{MAX_ARGS}, $retval and $comm, not {fetch}",
-                         "use the tracefs backend for memory, registers and the rest")
+        raise UsageError(f"the bpf backend fetches $arg1..$arg{MAX_ARGS}, $retval and $comm, not {fetch}", elsewhere)
     if arg.type is not None and arg.type.base not in _INTS:
         raise UsageError(f"the bpf backend prints integer types (u32, s64, x64, ...), not {arg.type}")
     return expression
 
 
-def _fetch(probe: Probe) -> list[str]:
+def _fetch(probe: Probe, elsewhere: str | None = None) -> list[str]:
     """C statements filling hit.args from the probe's fetch arguments."""
-    expressions = [(i, fetch_expression(arg, probe.is_return)) for i, arg in enumerate(probe.args)]
+    expressions = [(i, fetch_expression(arg, probe.is_return, elsewhere)) for i, arg in enumerate(probe.args)]
     return [f"    hit.args[{i}] = {e};" for i, e in expressions if e is not None]
 
 
@@ -112,6 +114,7 @@ class BpfBackend:
     group: str
     name: str = "bpf"
     hits_in_tracefs: bool = False
+    fetch_hint: str | None = None  # for fetches it cannot make (kpctl.registry: the tracefs backend, where it works)
     _probes: dict[str, _Attached] = field(default_factory=dict)
     _sources: dict[int, PerfBufferSource] = field(default_factory=dict)  # by id() of the program
 
@@ -119,8 +122,7 @@ class BpfBackend:
         self._check(probes, event_filter)
         return [f"bpf {'kretprobe' if p.is_return else 'kprobe'} {p.target} -> {p.event}" for p in probes]
 
-    @staticmethod
-    def _check(probes: Sequence[Probe], event_filter: str | None) -> None:
+    def _check(self, probes: Sequence[Probe], event_filter: str | None) -> None:
         if event_filter is not None:
             raise UsageError("the bpf backend has no kernel filters", "filter in watch: --pid, --comm")
         for probe in probes:
@@ -130,7 +132,7 @@ class BpfBackend:
                 raise UsageError("a return probe goes at the function's entry (+0)")
             if len(probe.args) > MAX_ARGS:
                 raise UsageError(f"the bpf backend records at most {MAX_ARGS} fetch arguments")
-            _fetch(probe)
+            _fetch(probe, self.fetch_hint)
 
     def add(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[ProbeInfo]:
         self._check(probes, event_filter)
