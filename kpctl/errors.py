@@ -29,14 +29,31 @@ def _shown(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def clipped(text: str, limit: int = 80) -> str:
+    """What a message may quote of text the user gave: one line, at most about limit
+    characters (a name can be 100,000 of them)."""
+    text = _shown(text[:limit + 1])
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# How much of a long line mark_column() shows on each side of the caret.
+_MARK_CONTEXT = 60
+
+
 def mark_column(line: str, byte_offset: int) -> str:
-    """The line, and below it a caret under the character at byte_offset.
+    """The line, and below it a caret under the character at byte_offset; of a long
+    line, the part around it.
 
     The kernel counts positions in bytes (trace_probe_log_err()); a caret placed by
     character count would drift after any non-ASCII byte.
     """
-    column = len(_shown(line.encode()[:byte_offset].decode(errors="replace")))
-    return f"  {_shown(line)}\n  {' ' * column}^"
+    before = _shown(line.encode()[:byte_offset].decode(errors="replace"))
+    after = _shown(line.encode()[byte_offset:].decode(errors="replace"))
+    if len(before) > _MARK_CONTEXT:
+        before = "..." + before[-_MARK_CONTEXT:]
+    if len(after) > _MARK_CONTEXT:
+        after = after[:_MARK_CONTEXT] + "..."
+    return f"  {before}{after}\n  {' ' * len(before)}^"
 
 
 class ProbeLineError(KpctlError):

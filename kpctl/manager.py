@@ -270,6 +270,10 @@ def short_lived(owner: ProbeOwner, probes: Sequence[Probe], event_filter: str | 
                     records[0].release(probe.group or "", probe.event or "")
 
 
+def is_glob(target: str) -> bool:
+    return any(c in target for c in "*?[")
+
+
 def expand_targets(symbols: KernelSymbols, targets: Sequence[str], limit: int) -> tuple[list[str], dict[str, str]]:
     """targets, each glob (``vfs_*``) replaced by the probeable functions it names,
     and what the globs left out with why. More than limit probes is an error: one
@@ -277,7 +281,7 @@ def expand_targets(symbols: KernelSymbols, targets: Sequence[str], limit: int) -
     expanded: list[str] = []
     left: dict[str, str] = {}
     for target in targets:
-        if not any(c in target for c in "*?["):
+        if not is_glob(target):
             expanded.append(target)
             continue
         pattern = target.removesuffix("%return")

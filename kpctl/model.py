@@ -26,9 +26,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
-from kpctl.errors import ProbeSyntaxError, UsageError, check_given_once
+from kpctl.errors import ProbeSyntaxError, UsageError, check_given_once, clipped
+from kpctl.limits import (
+    MAX_ARG_NAME_LEN,
+    MAX_ARRAY_LEN,
+    MAX_EVENT_NAME_LEN,
+    MAX_MAXACTIVE,
+    MAX_MODULE_NAME_LEN,
+    MAX_STACK_PARAM,
+    MAX_SYMBOL_LEN,
+    MAX_TRACE_ARGS,
+)
 
 KERNEL_DEFAULT_GROUP = "kprobes"  # the kernel's group for probes written without one
+
+# Field names every event has (traceprobe_conflict_field_name()): an argument cannot take them.
+_RESERVED_ARG_NAMES = frozenset({
+    "common_type", "common_flags", "common_preempt_count", "common_pid", "common_tgid",
+    "__probe_ip", "__probe_ret_ip", "__probe_func",
+})
+# The fetch types of the tracefs README's synopsis, bitfields and arrays aside.
+BASE_TYPES = ("u8", "u16", "u32", "u64", "s8", "s16", "s32", "s64", "x8", "x16", "x32", "x64",
+              "char", "string", "ustring", "symbol", "symstr", "%pd", "%pD")
 
 # Event and group names "must follow the same rules as C identifiers" (is_good_name()).
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -50,6 +69,25 @@ _ACCESS = re.compile(r"(?:(?:->|\.)[A-Za-z_][A-Za-z0-9_]*)*")
 _ARG_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 _BITFIELD = re.compile(r"b(\d+)@(\d+)/(\d+)\Z")
 _TYPE = re.compile(r"(?P<base>[A-Za-z%][A-Za-z0-9_@/]*)(?:\[(?P<array>\d+)\])?\Z")
+
+
+def _number(text: str, line: str, at: int, base: int = 0) -> int:
+    """A number of the spec as the kernel reads it (kstrtoul(): base 0 takes 0x for hex
+    and a leading 0 for octal), refused beyond 64 bits before Python converts it (a
+    number of 100,000 digits costs seconds, and one of more than 4,300 raises)."""
+    digits = text.lstrip("+-")
+    if len(digits) > 24:
+        raise ProbeSyntaxError("a number is 64 bits at most", line, at)
+    try:
+        if base == 0 and len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
+            value = int(digits, 8) * (-1 if text.startswith("-") else 1)
+        else:
+            value = int(text, base)
+    except ValueError:
+        raise ProbeSyntaxError("not a number (a leading 0 makes it octal, as for the kernel)", line, at) from None
+    if abs(value) >= 1 << 64:
+        raise ProbeSyntaxError("a number is 64 bits at most", line, at)
+    return value
 
 
 # --- fetch expressions -------------------------------------------------------------
@@ -287,10 +325,9 @@ def parse_probe(line: str) -> Probe:
         raise ProbeSyntaxError("MAXACTIVE is only for return probes (rN:)", line, 1)
     for part in ("group", "event"):
         name = head[part]
-        if name and not _IDENTIFIER.match(name):
-            raise ProbeSyntaxError(
-                f"{part} name must follow the same rules as C identifiers", line, head.start(part)
-            )
+        problem = name_problem(name, part) if name else None
+        if problem is not None:
+            raise ProbeSyntaxError(problem, line, head.start(part))
     if len(tokens) < 2:
         raise ProbeSyntaxError("missing probe target (SYMBOL, MOD:SYMBOL, SYMBOL+OFFS or ADDRESS)", line, len(line))
     target_text, target_at = tokens[1]
@@ -304,7 +341,7 @@ def parse_probe(line: str) -> Probe:
         event=head["event"] or None,
         group=head["group"] if head["group"] else None,
         args=args,
-        maxactive=int(head["maxactive"]) if head["maxactive"] is not None else None,
+        maxactive=_number(head["maxactive"], line, 1, 10) if head["maxactive"] is not None else None,
     )
 
 
@@ -312,13 +349,13 @@ def parse_target(text: str, line: str | None = None, at: int = 0) -> tuple[Targe
     """Parse ``[MOD:]SYM[+OFFS][%return]`` or an address; True when ``%return`` was given."""
     line = text if line is None else line
     if _ADDRESS.match(text):
-        return Target(address=int(text, 0)), False
+        return Target(address=_number(text, line, at)), False
     match = _TARGET.match(text)
     if match is None:
         valid = _TARGET_PREFIX.match(text)
         raise ProbeSyntaxError("target must be SYMBOL, MOD:SYMBOL, SYMBOL+OFFS, SYMBOL%return or ADDRESS", line,
                                at + (valid.end() if valid else 0))
-    offset = int(match["offset"], 0) if match["offset"] else 0
+    offset = _number(match["offset"], line, at + match.start("offset")) if match["offset"] else 0
     if match["ret"] and offset:
         raise ProbeSyntaxError("%return works only at the function entry (+0)", line, at + match.start("offset"))
     return Target(symbol=match["symbol"], offset=offset, module=match["module"]), bool(match["ret"])
@@ -332,12 +369,19 @@ def parse_fetch_arg(text: str, line: str | None = None, at: int = 0) -> FetchArg
     pos = 0
     if named:
         name, pos = named.group(1), named.end()
+        if len(name) > MAX_ARG_NAME_LEN:
+            raise ProbeSyntaxError(f"an argument's name has at most {MAX_ARG_NAME_LEN} characters", line, at)
+        if name in _RESERVED_ARG_NAMES:
+            raise ProbeSyntaxError(f"{name} is a field every event has: name the argument otherwise", line, at)
     fetch, pos = _parse_fetch(text, pos, line, at)
     arg_type = None
     if pos < len(text):
         if text[pos] != ":":
             raise ProbeSyntaxError("unexpected text after the fetch argument", line, at + pos)
         arg_type = parse_type(text[pos + 1:], line, at + pos + 1)
+    is_string = isinstance(fetch, Comm) or isinstance(fetch, Immediate) and fetch.text.startswith('"')
+    if is_string and arg_type is not None and (arg_type.base != "string" or arg_type.array is not None):
+        raise ProbeSyntaxError("$comm and a string immediate are strings: type string, or none", line, at + pos + 1)
     return FetchArg(fetch=fetch, name=name, type=arg_type)
 
 
@@ -347,12 +391,21 @@ def parse_type(text: str, line: str | None = None, at: int = 0) -> ArgType:
     if match is None:
         raise ProbeSyntaxError("a type is a name such as u32, x64, string or b4@2/32, optionally TYPE[N]", line, at)
     base = match["base"]
-    array = int(match["array"]) if match["array"] is not None else None
+    array = _number(match["array"], line, at + match.start("array"), 10) if match["array"] is not None else None
+    if array is not None and not 1 <= array <= MAX_ARRAY_LEN:
+        raise ProbeSyntaxError(f"an array has 1 to {MAX_ARRAY_LEN} elements", line, at + match.start("array"))
     bits = _BITFIELD.match(base)
     if bits:
-        return ArgType(base="bitfield", bitfield=Bitfield(*map(int, bits.groups())), array=array)
+        width, offset, container = map(int, bits.groups())
+        if container not in (8, 16, 32, 64) or width < 1 or width + offset > container:
+            raise ProbeSyntaxError("a bitfield's container is 8, 16, 32 or 64 bits, and holds its width at its offset",
+                                   line, at)
+        return ArgType(base="bitfield", bitfield=Bitfield(width, offset, container), array=array)
     if "@" in base or "/" in base:
         raise ProbeSyntaxError("a bitfield is b<bit-width>@<bit-offset>/<container-size>", line, at)
+    if base not in BASE_TYPES:
+        raise ProbeSyntaxError(f"unknown type {clipped(base)} (types: {', '.join(BASE_TYPES)}, "
+                               "b<width>@<offset>/<container>, TYPE[N])", line, at)
     return ArgType(base=base, array=array)
 
 
@@ -370,8 +423,8 @@ def _parse_fetch(text: str, pos: int, line: str, at: int) -> tuple[Fetch, int]:
         if match is None:
             raise ProbeSyntaxError("memory is @ADDRESS or @SYMBOL[+|-OFFSET]", line, error_at)
         if match.group(1):
-            return MemoryAddress(int(match.group(1), 0)), pos + match.end()
-        offset = int(match.group(3), 0) if match.group(3) else 0
+            return MemoryAddress(_number(match.group(1), line, error_at)), pos + match.end()
+        offset = _number(match.group(3), line, error_at) if match.group(3) else 0
         return MemorySymbol(match.group(2), offset), pos + match.end()
     if rest.startswith("$"):
         return _parse_variable(rest, pos, line, error_at)
@@ -384,7 +437,7 @@ def _parse_fetch(text: str, pos: int, line: str, at: int) -> tuple[Fetch, int]:
         match = re.match(r"([+-])(u?)(0[xX][0-9a-fA-F]+|\d+)\(", rest)
         if match is None:
             raise ProbeSyntaxError("a dereference is +|-[u]OFFSET(FETCHARG)", line, error_at)
-        offset = int(match.group(3), 0) * (-1 if match.group(1) == "-" else 1)
+        offset = _number(match.group(3), line, error_at) * (-1 if match.group(1) == "-" else 1)
         base, end = _parse_fetch(text, pos + match.end(), line, at)
         if text[end:end + 1] != ")":
             raise ProbeSyntaxError("dereference brace is not closed", line, at + end)
@@ -406,12 +459,16 @@ def _parse_variable(rest: str, pos: int, line: str, error_at: int) -> tuple[Fetc
     if var == "stack":
         if index == "*":
             raise ProbeSyntaxError("$stack takes a number: $stackN", line, error_at)
+        if index and _number(index, line, error_at, 10) > MAX_STACK_PARAM:
+            raise ProbeSyntaxError(f"$stackN reaches {MAX_STACK_PARAM} words at most (the kernel's stack)", line, error_at)
         return (StackEntry(int(index)) if index else StackAddress()), pos + end
     if var == "arg":
         if index == "*":
             return AllArguments(), pos + end
-        if index is None or int(index) < 1:
+        if index is None or _number(index, line, error_at, 10) < 1:
             raise ProbeSyntaxError("$argN counts from 1", line, error_at)
+        if _number(index, line, error_at, 10) > MAX_STACK_PARAM:
+            raise ProbeSyntaxError(f"$argN reaches {MAX_STACK_PARAM} at most (the kernel's stack)", line, error_at)
         access = _ACCESS.match(rest, end)
         assert access is not None
         return FunctionArgument(int(index), access.group()), pos + access.end()
@@ -426,14 +483,30 @@ def _parse_variable(rest: str, pos: int, line: str, error_at: int) -> tuple[Fetc
 
 # --- names -------------------------------------------------------------------------
 
-def is_valid_name(name: str) -> bool:
-    """Whether the kernel accepts name as an event or group name."""
-    return bool(_IDENTIFIER.match(name))
+def name_problem(name: str, what: str = "event") -> str | None:
+    """Why the kernel would refuse name as an event's or a group's (what) name, or None."""
+    limit = MAX_EVENT_NAME_LEN - 1 if what == "group" else MAX_EVENT_NAME_LEN
+    if not name:
+        return f"{what} name is empty"
+    if len(name) > limit:
+        return f"{what} name is too long: at most {limit} characters"
+    if not _IDENTIFIER.match(name):
+        return f"{what} name must follow the same rules as C identifiers"
+    return None
+
+
+def check_name(name: str, what: str = "event") -> None:
+    """UsageError when the kernel would refuse name as an event's or a group's name."""
+    problem = name_problem(name, what)
+    if problem is not None:
+        raise UsageError(f"invalid {what} name {clipped(name)!r}", f"{problem}: [A-Za-z_][A-Za-z0-9_]*, "
+                         f"at most {MAX_EVENT_NAME_LEN - (what == 'group')} characters")
 
 
 def default_event_name(target: Target, is_return: bool) -> str:
     """kpctl's name for a probe the user did not name: the symbol, readable and unique
-    per target (``vfs_read``, ``vfs_read_8``, ``vfs_read_ret``, ``ext4_file_open``)."""
+    per target (``vfs_read``, ``vfs_read_8``, ``vfs_read_ret``, ``ext4_file_open``); a
+    name too long for the kernel keeps its start and a hash of the whole."""
     if target.address is not None:
         base = f"addr_{target.address:x}"
     else:
@@ -442,30 +515,77 @@ def default_event_name(target: Target, is_return: bool) -> str:
             base += f"_{target.offset}"
     if base[0].isdigit():
         base = "_" + base
-    return base + ("_ret" if is_return else "")
+    name = base + ("_ret" if is_return else "")
+    if len(name) > MAX_EVENT_NAME_LEN:
+        import zlib
+
+        name = f"{name[:MAX_EVENT_NAME_LEN - 9]}_{zlib.crc32(name.encode()):08x}"
+    return name
+
+
+def _uses_return_value(fetch: Fetch) -> bool:
+    if isinstance(fetch, Dereference):
+        return _uses_return_value(fetch.base)
+    return isinstance(fetch, ReturnValue)
+
+
+def check_fetch_args(args: Sequence[FetchArg], is_return: bool, texts: Sequence[str]) -> None:
+    """What the kernel refuses of a probe's arguments as a whole, refused first (texts:
+    the arguments as given, for the caret): too many, a name given twice (the kernel
+    names an unnamed one argN, or after its BTF parameter), $retval on entry."""
+    line = " ".join(texts)
+    starts = [sum(len(t) + 1 for t in texts[:i]) for i in range(len(texts))]
+    if len(args) > MAX_TRACE_ARGS:
+        raise ProbeSyntaxError(f"a probe has at most {MAX_TRACE_ARGS} arguments", line, starts[MAX_TRACE_ARGS])
+    names: set[str] = set()
+    for i, arg in enumerate(args):
+        if not is_return and _uses_return_value(arg.fetch):
+            raise ProbeSyntaxError("$retval is for return probes (--ret, or TARGET%return)", line, starts[i])
+        if arg.name is not None:
+            name = arg.name
+        elif isinstance(arg.fetch, BtfArgument) and not arg.fetch.access:
+            name = arg.fetch.name
+        else:
+            name = f"arg{i + 1}"
+        if name in names:
+            raise ProbeSyntaxError(f"two arguments are named {name}: give each a NAME= of its own", line, starts[i])
+        names.add(name)
+
+
+def _check_target(place: Target, text: str) -> None:
+    if place.symbol is not None and len(place.symbol) > MAX_SYMBOL_LEN:
+        raise ProbeSyntaxError(f"no kernel symbol is longer than {MAX_SYMBOL_LEN} characters", text, 0)
+    if place.module is not None and len(place.module) > MAX_MODULE_NAME_LEN:
+        raise ProbeSyntaxError(f"no module name is longer than {MAX_MODULE_NAME_LEN} characters", text, 0)
 
 
 def probes_from_targets(
     targets: str, fetchargs: Sequence[str], ret: bool, maxactive: int | None, name: str | None, group: str
 ) -> list[Probe]:
-    """The probes `kpctl add` and `kpctl trace` make: targets may list several, separated
-    by commas, each getting the same fetch arguments."""
+    """The probes `kpctl add`, `kpctl trace` and probe sets make, checked as far as can be
+    without a kernel: targets may list several, separated by commas, each getting the
+    same fetch arguments."""
     texts = [t for t in targets.split(",") if t]
     if not texts:
         raise UsageError("no target given", "example: kpctl add vfs_read")
     if name is not None and len(texts) > 1:
         raise UsageError(f"one probe name for {len(texts)} targets: each probe needs a name of its own",
-                         f"give one target, or let each probe take its default name ({targets})")
-    if name is not None and not is_valid_name(name):
-        raise UsageError(f"invalid probe name {name!r}", "a name follows the rules of C identifiers: [A-Za-z_][A-Za-z0-9_]*")
+                         f"give one target, or let each probe take its default name ({clipped(targets)})")
+    if name is not None:
+        check_name(name, "probe")
+    check_name(group, "group")
+    if maxactive is not None and not 0 <= maxactive <= MAX_MAXACTIVE:
+        raise UsageError(f"maxactive is 0 to {MAX_MAXACTIVE}, not {maxactive}")
     check_given_once(texts, "target", "each target makes one probe: give it once")
     args = tuple(parse_fetch_arg(text) for text in fetchargs)
     probes = []
     for text in texts:
         place, is_return = parse_target(text)
+        _check_target(place, text)
         is_return = is_return or ret
         if maxactive is not None and not is_return:
-            raise UsageError("maxactive applies to return probes only", f"make it a return probe: {text}%return")
+            raise UsageError("maxactive applies to return probes only", f"make it a return probe: {clipped(text)}%return")
+        check_fetch_args(args, is_return, fetchargs)
         probes.append(Probe(
             kind="r" if is_return else "p",
             target=place,

@@ -24,10 +24,9 @@ from kpctl.errors import (
     ProbeBusyError,
     ProbeExistsError,
     UnknownSymbolError,
-    UsageError,
     check_probe_names,
 )
-from kpctl.model import Probe, format_probe, format_removal, is_valid_name
+from kpctl.model import Probe, check_name, format_probe, format_removal
 from kpctl.tracefs import KPCTL_INSTANCE, KprobeState, Tracefs, parse_kprobe_profile, permission_error
 
 if TYPE_CHECKING:
@@ -46,8 +45,7 @@ class TracefsBackend:
     hits_in_tracefs = True
 
     def __init__(self, tracefs: Tracefs, group: str = KPCTL_GROUP, instance: str = KPCTL_INSTANCE) -> None:
-        if not is_valid_name(group):
-            raise UsageError(f"invalid group name {group!r}", "a group name follows the rules of C identifiers")
+        check_name(group, "group")
         self.tracefs = tracefs
         self.group = group
         self.instance = instance
@@ -107,9 +105,15 @@ class TracefsBackend:
     # --- changing ------------------------------------------------------------------
 
     def requests(self, probes: Sequence[Probe], *, enable: bool = True, event_filter: str | None = None) -> list[str]:
-        lines = [format_probe(p if p.group == self.group else replace(p, group=self.group)) for p in probes]
+        return self.requests_for(probes, self.group, self.instance, enable=enable, event_filter=event_filter)
+
+    @staticmethod
+    def requests_for(probes: Sequence[Probe], group: str, instance: str = KPCTL_INSTANCE, *, enable: bool = True,
+                     event_filter: str | None = None) -> list[str]:
+        """The lines add() writes for probes in group, enabled in instance: no kernel needed."""
+        lines = [format_probe(p if p.group == group else replace(p, group=group)) for p in probes]
         for probe in probes:
-            events = f"{self.instance}/events/{self.group}/{probe.event}"
+            events = f"{instance}/events/{group}/{probe.event}"
             if event_filter is not None:
                 lines.append(f"{events}/filter: {event_filter}")
             if enable:

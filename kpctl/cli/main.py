@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -19,6 +19,7 @@ from kpctl import KPCTL_GROUP, __version__
 from kpctl.cli.kmod import kmod
 from kpctl.cli.output import F, KpctlGroup, format_option, json_option, print_json, print_table
 from kpctl.errors import KpctlError, UsageError, check_probe_names
+from kpctl.limits import MAX_MAXACTIVE
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from kpctl.backends.base import ProbeInfo
     from kpctl.hits import HitStream
     from kpctl.manager import ProbeManager
+    from kpctl.model import Probe
     from kpctl.owners import Owners
     from kpctl.tracefs import Tracefs
     from kpctl.watch import HitSource
@@ -35,9 +37,16 @@ if TYPE_CHECKING:
 COMM_BYTES = 15
 
 
+def _checked_group(ctx: click.Context, param: click.Parameter, group: str) -> str:
+    from kpctl.model import check_name
+
+    check_name(group, "group")  # the same answer whatever the kernel (a path such as ../x)
+    return group
+
+
 def group_option(f: F) -> F:
     return click.option(
-        "--group", "-g", default=KPCTL_GROUP, show_default=True, envvar="KPCTL_GROUP",
+        "--group", "-g", default=KPCTL_GROUP, show_default=True, envvar="KPCTL_GROUP", callback=_checked_group,
         help="Event group of kpctl's probes.",
     )(f)
 
@@ -48,7 +57,7 @@ def probe_options(f: F) -> F:
         click.argument("target"),
         click.argument("fetchargs", nargs=-1),
         click.option("--ret", "-r", is_flag=True, help="A return probe (kretprobe) on the function."),
-        click.option("--maxactive", type=click.IntRange(0, 4096), help="Return probes: concurrent instances (rN:)."),
+        click.option("--maxactive", type=click.IntRange(0, MAX_MAXACTIVE), help="Return probes: concurrent instances (rN:)."),
         click.option("--name", "-n", help="Event name (default: from the target, e.g. vfs_read, vfs_read_ret)."),
         click.option("--filter", "filter_text", help="Kernel event filter, e.g. 'dfd == -100'."),
     ]):
@@ -202,11 +211,26 @@ def add(
       kpctl add 'vfs_*' --disabled
     """
     from kpctl.kmod import modules_supported
-    from kpctl.manager import expand_targets
+    from kpctl.manager import expand_targets, is_glob
     from kpctl.model import probes_from_targets
 
-    manager = open_probes(group)
-    targets, left = expand_targets(manager.tracefs.symbols, [t for t in target.split(",") if t], max_probes)
+    texts = [t for t in target.split(",") if t]
+    # Everything a kernel is not needed for is checked first, the same way on every machine.
+    literal = [t for t in texts if not is_glob(t)]
+    checked = probes_from_targets(",".join(literal), fetchargs, ret, maxactive, name, group) if literal else []
+    try:
+        manager = open_probes(group)
+        if dry_run:
+            manager.backend(backend_name)
+    except KpctlError as e:
+        if not dry_run or len(checked) < len(texts):
+            raise
+        # No kernel to ask (a laptop, a build machine): what can be checked was.
+        click.echo(f"kpctl: checked the spec only: {e.message}", err=True)
+        print_dry_run(requests_without_kernel(checked, group, enable=not disabled, event_filter=filter_text),
+                      checked, [None] * len(checked), as_json)
+        return
+    targets, left = expand_targets(manager.tracefs.symbols, texts, max_probes)
     if left:
         click.echo(f"kpctl: the glob leaves out {len(left)} functions (kpctl funcs tells why), e.g. "
                    + "; ".join(f"{n}: {why}" for n, why in list(left.items())[:3]), err=True)
@@ -218,15 +242,7 @@ def add(
         click.echo(f"kpctl: module {module} is not loaded: {fate} (bpftrace's kprobe:FUNC is plain FUNC here)", err=True)
     if dry_run:
         requests, addresses = manager.dry_run(probes, enable=not disabled, event_filter=filter_text, backend=backend_name)
-        places = [f"{a:#x}" if a is not None else None for a in addresses]
-        if as_json:
-            print_json({"requests": requests, "probes": [
-                {"name": p.event, "target": str(p.target), "address": a} for p, a in zip(probes, places, strict=True)]})
-            return
-        for line in requests:
-            click.echo(line)
-        for probe, place in zip(probes, places, strict=True):
-            click.echo(f"# {probe.event}: {probe.target} at {place or 'an address kallsyms does not give'}")
+        print_dry_run(requests, probes, addresses, as_json)
         return
     infos = manager.add(probes, enable=not disabled, event_filter=filter_text, backend=backend_name)
     if as_json:
@@ -235,6 +251,27 @@ def add(
     for info in infos:
         via = "" if info.backend == DEFAULT_BACKEND.name else f" ({info.backend})"
         click.echo(f"added {group}/{info.name}{via}: {info.probe}")
+
+
+def requests_without_kernel(probes: Sequence[Probe], group: str, *, enable: bool, event_filter: str | None) -> list[str]:
+    """What add would ask of a kernel, where there is none to ask: the tracefs backend's
+    lines (the other backends take the same probes through their own interfaces)."""
+    from kpctl.backends.tracefs import TracefsBackend
+
+    return TracefsBackend.requests_for(probes, group, enable=enable, event_filter=event_filter)
+
+
+def print_dry_run(requests: Sequence[str], probes: Sequence[Probe], addresses: Sequence[int | None],
+                  as_json: bool) -> None:
+    places = [f"{a:#x}" if a is not None else None for a in addresses]
+    if as_json:
+        print_json({"requests": list(requests), "probes": [
+            {"name": p.event, "target": str(p.target), "address": a} for p, a in zip(probes, places, strict=True)]})
+        return
+    for line in requests:
+        click.echo(line)
+    for probe, place in zip(probes, places, strict=True):
+        click.echo(f"# {probe.event}: {probe.target} at {place or 'an address kallsyms does not give'}")
 
 
 @cli.command(name="list")
@@ -780,13 +817,13 @@ def gc(as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--file", "-f", "path", type=click.File("r"), required=True, help="The probe set, YAML ('-': stdin).")
+@click.option("--file", "-f", "path", required=True, help="The probe set, YAML ('-': stdin).")
 @click.option("--prune", is_flag=True, help="Also remove the set's probes that the file no longer names.")
 @click.option("--delete", is_flag=True, help="Remove every probe of the set instead.")
 @click.option("--dry-run", is_flag=True, help="Say what would change, and change nothing.")
 @click.option("--diff", is_flag=True, help="Also print the changed definitions: '-' the kernel's, '+' the file's.")
 @json_option
-def apply(path: TextIO, prune: bool, delete: bool, dry_run: bool, diff: bool, as_json: bool) -> None:
+def apply(path: str, prune: bool, delete: bool, dry_run: bool, diff: bool, as_json: bool) -> None:
     """Make the kernel's probes match a probe set's file, idempotently.
 
     Missing probes are added, changed ones replaced, and with --prune the set's probes
@@ -804,10 +841,10 @@ def apply(path: TextIO, prune: bool, delete: bool, dry_run: bool, diff: bool, as
     """
     from kpctl import apply as applying
     from kpctl.owners import Owners
-    from kpctl.probeset import parse_probe_set
+    from kpctl.probeset import parse_probe_set, read_probe_set
     from kpctl.signals import signals_ignored
 
-    probe_set = parse_probe_set(path.read(), path.name)
+    probe_set = parse_probe_set(read_probe_set(path, sys.stdin.buffer), "<stdin>" if path == "-" else path)
     manager = open_probes(probe_set.group)
     owners = Owners()
     if dry_run:

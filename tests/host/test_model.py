@@ -161,10 +161,15 @@ fetches = st.recursive(
 arg_types = st.one_of(
     st.sampled_from(["u8", "u16", "u32", "u64", "s8", "s16", "s32", "s64", "x8", "x16", "x32", "x64",
                      "string", "ustring", "symbol", "symstr", "char"]).map(ArgType),
-    st.builds(lambda w, o, c: ArgType("bitfield", Bitfield(w, o, c)), st.integers(1, 64), st.integers(0, 63), st.sampled_from([8, 16, 32, 64])),
+    # A bitfield holds its width at its offset within its container, as the kernel requires.
+    st.sampled_from([8, 16, 32, 64]).flatmap(lambda c: st.integers(1, c).flatmap(
+        lambda w: st.builds(lambda o: ArgType("bitfield", Bitfield(w, o, c)), st.integers(0, c - w)))),
     st.builds(lambda b, n: ArgType(b, array=n), st.sampled_from(["u8", "x32", "string"]), st.integers(1, 64)),
 )
-fetch_args = st.builds(FetchArg, fetches, st.none() | identifiers, st.none() | arg_types)
+# $comm and string immediates are strings: the kernel takes no other type for them.
+fetch_args = st.builds(FetchArg, fetches, st.none() | identifiers, st.none() | arg_types).filter(
+    lambda a: a.type is None or a.type == ArgType("string")
+    or not (isinstance(a.fetch, Comm) or isinstance(a.fetch, Immediate) and a.fetch.text.startswith('"')))
 targets = st.one_of(
     st.builds(Target, symbols, offsets, st.none() | identifiers),
     st.builds(lambda a: Target(address=a), st.integers(0, 2**64 - 1)),
