@@ -36,6 +36,11 @@ def clipped(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def clipped_path(path: object) -> str:
+    """A path as a message quotes it: the kernel's PATH_MAX (4096) bounds it already."""
+    return clipped(str(path), 4096)
+
+
 # How much of a long line mark_column() shows on each side of the caret.
 _MARK_CONTEXT = 60
 
@@ -107,6 +112,10 @@ def check_given_once(items: Sequence[str], what: str, hint: str = "give it once"
     twice = next((item for i, item in enumerate(items) if item in items[:i]), None)
     if twice is not None:
         raise UsageError(f"{what} {twice} is given twice", hint)
+
+
+class VanishedError(KpctlError):
+    """A tracefs file another process removed while kpctl was using it (a race, not a bug)."""
 
 
 class ProbeExistsError(KpctlError):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from kpctl import KPCTL_GROUP
-from kpctl.errors import KpctlError, UsageError, clipped
+from kpctl.errors import KpctlError, UsageError, clipped, clipped_path
 from kpctl.limits import MAX_EVENT_NAME_LEN, MAX_MAXACTIVE
 from kpctl.model import Probe, parse_fetch_arg, probes_from_targets
 
@@ -77,21 +77,21 @@ def read_probe_set(path: str, stdin: BinaryIO) -> str:
             # O_NONBLOCK: opening a FIFO must not wait for a writer before it is refused.
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         except OSError as e:
-            raise ProbeSetError(f"{clipped(path)}: cannot read it: {e.strerror}") from None
+            raise ProbeSetError(f"{clipped_path(path)}: cannot read it: {e.strerror}") from None
         with os.fdopen(fd, "rb") as file:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ProbeSetError(f"{clipped(path)}: not a regular file", "give a YAML file, or - for stdin")
+                raise ProbeSetError(f"{clipped_path(path)}: not a regular file", "give a YAML file, or - for stdin")
             try:
                 data = file.read(MAX_SET_BYTES + 1)
             except OSError as e:
-                raise ProbeSetError(f"{clipped(path)}: cannot read it: {e.strerror}") from None
+                raise ProbeSetError(f"{clipped_path(path)}: cannot read it: {e.strerror}") from None
     if len(data) > MAX_SET_BYTES:
-        raise ProbeSetError(f"{clipped(source)}: larger than {MAX_SET_BYTES >> 20} MiB: not a probe set")
+        raise ProbeSetError(f"{clipped_path(source)}: larger than {MAX_SET_BYTES >> 20} MiB: not a probe set")
     try:
         return data.decode()
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
-        raise ProbeSetError(f"{clipped(source)}:{line}: not UTF-8 text (byte {data[e.start]:#04x})") from None
+        raise ProbeSetError(f"{clipped_path(source)}:{line}: not UTF-8 text (byte {data[e.start]:#04x})") from None
 
 
 def _loader(source: str) -> Any:
@@ -156,7 +156,7 @@ def _shown(value: object) -> str:
 def parse_probe_set(text: str, source: str) -> ProbeSet:
     """The set text defines; ProbeSetError naming source:line and the field when it is
     not a valid one."""
-    source = clipped(source)
+    source = clipped_path(source)
     yaml, loader = _loader(source)
     try:
         document = yaml.load(text, Loader=loader)  # noqa: S506 (a SafeLoader)

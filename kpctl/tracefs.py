@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kpctl.errors import PermissionDeniedError, TracefsError
+from kpctl.errors import PermissionDeniedError, TracefsError, VanishedError
 from kpctl.features import detect_features
 from kpctl.model import Probe, parse_probe
 
@@ -193,10 +193,17 @@ class Tracefs:
         path = self.path(relative)
         try:
             file = open_file(path, os.O_WRONLY | os.O_TRUNC)
+            with file:
+                os.write(file.fileno(), value.encode() + b"\n")
         except PermissionError as e:
             raise permission_error(path) from e
-        with file:
-            os.write(file.fileno(), value.encode() + b"\n")
+        except OSError as e:
+            # An event another process removed between our write to kprobe_events and
+            # this one: its directory is gone (ENOENT), or going (ENODEV).
+            if e.errno not in (errno.ENOENT, errno.ENODEV):
+                raise
+            raise VanishedError(f"{relative} is gone: another process removed it meanwhile",
+                                "run the command again") from None
 
     @contextmanager
     def changing(self) -> Iterator[None]:

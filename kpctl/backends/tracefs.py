@@ -24,6 +24,7 @@ from kpctl.errors import (
     ProbeBusyError,
     ProbeExistsError,
     UnknownSymbolError,
+    VanishedError,
     check_probe_names,
 )
 from kpctl.model import Probe, check_name, format_probe, format_removal
@@ -239,7 +240,10 @@ class TracefsBackend:
             except FileNotFoundError:
                 continue
             if enabled:
-                self.tracefs.write_value(enable, "0")
+                try:
+                    self.tracefs.write_value(enable, "0")
+                except VanishedError:
+                    continue  # removed meanwhile: off for good
 
     def remove(self, names: Sequence[str]) -> None:
         self._check_names(names)

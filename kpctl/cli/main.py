@@ -17,7 +17,7 @@ import click
 
 from kpctl import KPCTL_GROUP, __version__
 from kpctl.cli.kmod import kmod
-from kpctl.cli.output import F, KpctlGroup, format_option, json_option, print_json, print_table
+from kpctl.cli.output import F, KpctlGroup, Seconds, json_option, output_options, print_json, print_table
 from kpctl.errors import KpctlError, UsageError, check_probe_names
 from kpctl.limits import MAX_MAXACTIVE
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
@@ -88,7 +88,7 @@ def watch_options(f: Callable[..., None]) -> Callable[..., None]:
 
     for option in reversed([
         click.option("--count", type=click.IntRange(1), help="Stop after this many hits."),
-        click.option("--duration", "-d", type=click.FloatRange(0, min_open=True), help="Stop after this many seconds."),
+        click.option("--duration", "-d", type=Seconds(), help="Stop after this many seconds."),
         click.option("--pid", "-p", type=int, help="Only hits of this process (all its threads)."),
         click.option("--tid", type=int, help="Only hits of this thread."),
         click.option("--comm", help=f"Only hits of tasks with this name (the kernel keeps {COMM_BYTES} bytes of it)."),
@@ -107,8 +107,8 @@ def counting_options(f: F) -> F:
         click.option("--engine", type=click.Choice(list(ENGINES)),
                      help="What keeps the counts: " + "; ".join(f"{n}: {what}" for n, what in ENGINES.items())
                      + ". Default: the first that works here."),
-        click.option("--interval", "-i", type=click.FloatRange(0, min_open=True), help="Print the counts of each interval of SECS."),
-        click.option("--duration", "-d", type=click.FloatRange(0, min_open=True), help="Stop after SECS."),
+        click.option("--interval", "-i", type=Seconds(), help="Print the counts of each interval of SECS."),
+        click.option("--duration", "-d", type=Seconds(), help="Stop after SECS."),
     ]):
         f = option(f)
     return f
@@ -292,11 +292,23 @@ def list_probes(group: str, as_json: bool) -> None:
     elif rows:
         print_table(rows, ["name", "backend", "kind", "target", "args", "enabled", "filter", "kprobe", "owner"])
     else:
-        click.echo(f"no probes in group {group}", err=True)
+        say_no_probes(group)
+
+
+def say_no_probes(group: str, what: str = "probes") -> None:
+    """The one answer of list, stats, rm --all and apply --delete when there is nothing:
+    a line on stderr, exit status 0."""
+    click.echo(f"no {what} in group {group}", err=True)
+
+
+def _names_given(ctx: click.Context, param: click.Parameter, names: tuple[str, ...]) -> tuple[str, ...]:
+    if any(not name for name in names):
+        raise click.BadParameter("a probe name cannot be empty")
+    return names
 
 
 @cli.command()
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, callback=_names_given)
 @click.option("--all", "remove_all", is_flag=True, help="Remove every probe of kpctl's group.")
 @group_option
 @json_option
@@ -316,6 +328,8 @@ def rm(names: tuple[str, ...], remove_all: bool, group: str, as_json: bool) -> N
     manager = open_probes(group)
     if remove_all:
         names = tuple(manager.remove_all())
+        if not names and not as_json:
+            say_no_probes(group)
     else:
         names = tuple(manager.expand(names))
         manager.remove(names)
@@ -323,7 +337,7 @@ def rm(names: tuple[str, ...], remove_all: bool, group: str, as_json: bool) -> N
 
 
 @cli.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, callback=_names_given)
 @group_option
 @json_option
 def enable(names: tuple[str, ...], group: str, as_json: bool) -> None:
@@ -341,7 +355,7 @@ def enable(names: tuple[str, ...], group: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, callback=_names_given)
 @group_option
 @json_option
 def disable(names: tuple[str, ...], group: str, as_json: bool) -> None:
@@ -360,11 +374,10 @@ def disable(names: tuple[str, ...], group: str, as_json: bool) -> None:
 
 @cli.command()
 @group_option
-@json_option
-@format_option
-@click.option("--textfile", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-              help="Write the Prometheus text to this file at once (node_exporter's textfile collector).")
-def stats(group: str, as_json: bool, output: str, textfile: Path | None) -> None:
+@output_options
+@click.option("--textfile", help="Write the Prometheus text to this file at once (node_exporter's textfile collector); "
+              "it must be a regular file or not exist.")
+def stats(group: str, output: str, textfile: str | None) -> None:
     """Hits and misses per probe, from the kernel's counts (kprobe_profile, the module).
 
     \b
@@ -373,7 +386,19 @@ def stats(group: str, as_json: bool, output: str, textfile: Path | None) -> None
       kpctl stats --format prometheus
       kpctl stats --textfile /var/lib/node_exporter/textfile/kpctl.prom
     """
+    if textfile is not None:
+        from kpctl.metrics import check_textfile
+
+        if not textfile:
+            raise UsageError("--textfile needs a path")
+        given = click.get_current_context().params
+        if given["as_json"] or given["output"] is not None:
+            raise UsageError("--textfile writes the Prometheus text: give no --json or --format with it")
+        check_textfile(Path(textfile))  # before anything is read: a bad path changes nothing
     found = open_probes(group).stats()
+    if not found and textfile is None and output == "table":
+        say_no_probes(group)
+        return
     if textfile is not None or output == "prometheus":
         from kpctl.metrics import Metric, exposition, write_textfile
 
@@ -386,12 +411,12 @@ def stats(group: str, as_json: bool, output: str, textfile: Path | None) -> None
                    "Hits a kpctl probe could not record (return probe instances short, reentrancy).", samples("misses")),
         ])
         if textfile is not None:
-            write_textfile(textfile, text)
+            write_textfile(Path(textfile), text)
         else:
             click.echo(text, nl=False)
         return
     rows = [{"name": s.name, "backend": s.backend, "hits": s.hits, "misses": s.misses} for s in found]
-    if as_json or output == "json":
+    if output == "json":
         print_json(rows)
     else:
         print_table(rows, ["name", "backend", "hits", "misses"])
@@ -473,7 +498,7 @@ def run_command_watched(command: str, sources: Sequence[HitSource], stream: HitS
 
 
 @cli.command()
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, callback=_names_given)
 @watch_options
 @click.option("--clear", is_flag=True, help="Drop the hits recorded before this watch started.")
 @group_option
@@ -538,10 +563,9 @@ def trace(
 @click.option("--top", type=click.IntRange(1), help="Only the N biggest counts.")
 @click.option("--max-probes", type=click.IntRange(1), default=1000, show_default=True,
               help="Most functions the PATTERNs may name.")
-@json_option
-@format_option
+@output_options
 def count(patterns: tuple[str, ...], by: str | None, interval: float | None, duration: float | None,
-          engine: str | None, top: int | None, max_probes: int, as_json: bool, output: str) -> None:
+          engine: str | None, top: int | None, max_probes: int, output: str) -> None:
     """Count hits per function in the kernel (bcc's funccount), until Ctrl-C or --duration.
 
     PATTERNs are functions or shell globs of them (the probeable ones, as kpctl funcs
@@ -577,7 +601,7 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
 
             click.echo(exposition([count_metric(counts[:top], by, engine)]), nl=False)
             return
-        if as_json or output == "json":
+        if output == "json":
             click.echo(json.dumps({"engine": engine, "by": by, "counts": rows, "dropped": dropped}))
             return
         print_table(rows, list(rows[0]) if rows else ["function", "hits"])
@@ -637,10 +661,9 @@ def run_counting(counter: Aggregation, tracefs: Tracefs, how_many: int, duration
 @click.argument("target")
 @click.argument("fetcharg")
 @counting_options
-@json_option
-@format_option
+@output_options
 def hist(target: str, fetcharg: str, interval: float | None, duration: float | None, engine: str | None,
-         as_json: bool, output: str) -> None:
+         output: str) -> None:
     """A power-of-two histogram of FETCHARG at TARGET, kept in the kernel (bcc's argdist -H).
 
     FETCHARG is NAME=FETCH[:TYPE], a number: an argument, or $retval (the return value,
@@ -669,7 +692,7 @@ def hist(target: str, fetcharg: str, interval: float | None, duration: float | N
 
             click.echo(exposition([histogram_metric(buckets, target, fetcharg, engine)]), nl=False)
             return
-        if as_json or output == "json":
+        if output == "json":
             click.echo(json.dumps({"engine": engine, "target": target, "fetcharg": fetcharg, "dropped": dropped,
                                    "buckets": [{"low": lo, "high": hi, "hits": n} for lo, hi, n in buckets]}))
         else:
@@ -681,14 +704,13 @@ def hist(target: str, fetcharg: str, interval: float | None, duration: float | N
 @cli.command()
 @click.argument("functions", nargs=-1, required=True)
 @counting_options
-@click.option("--micros", "-u", "unit", flag_value="usecs", help="Microseconds instead of nanoseconds.")
-@click.option("--millis", "-m", "unit", flag_value="msecs", help="Milliseconds instead of nanoseconds.")
+@click.option("--micros", "-u", is_flag=True, help="Microseconds instead of nanoseconds.")
+@click.option("--millis", "-m", is_flag=True, help="Milliseconds instead of nanoseconds.")
 @click.option("--per-function", "-F", is_flag=True, help="A histogram per function instead of one for all.")
 @click.option("--by", help="A histogram per pid, comm or cpu (bpf engine).")
-@json_option
-@format_option
+@output_options
 def latency(functions: tuple[str, ...], interval: float | None, duration: float | None, engine: str | None,
-            unit: str | None, per_function: bool, by: str | None, as_json: bool, output: str) -> None:
+            micros: bool, millis: bool, per_function: bool, by: str | None, output: str) -> None:
     """Time from entry to return of FUNCTIONS, a power-of-two histogram kept in the kernel
     (bcc's funclatency).
 
@@ -708,7 +730,9 @@ def latency(functions: tuple[str, ...], interval: float | None, duration: float 
     from kpctl.aggregation.counts import log2_buckets, render_log2
     from kpctl.counting import choose_engine, latency_timer
 
-    unit = unit or "nsecs"
+    if micros and millis:
+        raise UsageError("give one of --micros and --millis")
+    unit = "usecs" if micros else "msecs" if millis else "nsecs"
     tracefs = open_tracefs()
     engine = choose_engine(tracefs, engine)
     timer = latency_timer(engine, tracefs, functions, unit, by)
@@ -720,13 +744,13 @@ def latency(functions: tuple[str, ...], interval: float | None, duration: float 
             from kpctl.metrics import exposition
 
             per = {f: log2_buckets([c for c in counts if c.function == f]) for f in sorted(set(functions))}
-            click.echo(exposition([latency_metric(per, unit or "nsecs", engine)]), nl=False)
+            click.echo(exposition([latency_metric(per, unit, engine)]), nl=False)
             return
         splits = sorted({c.split or "" for c in counts}) if by else [None]
         for function in groups:
             for split in splits:
                 buckets = log2_buckets([c for c in counts if function in (None, c.function) and split in (None, c.split)])
-                if as_json or output == "json":
+                if output == "json":
                     click.echo(json.dumps({"engine": engine, "function": function or list(functions),
                                            **({"by": by, "key": split} if by else {}), "unit": unit,
                                            "dropped": dropped, "buckets": [{"low": lo, "high": hi, "calls": n}
@@ -746,10 +770,9 @@ def latency(functions: tuple[str, ...], interval: float | None, duration: float 
 @counting_options
 @click.option("--top", type=click.IntRange(1), help="Only the N commonest stacks.")
 @click.option("--folded", is_flag=True, help="Print flame-graph input: frames root first, joined by ';', and the count.")
-@json_option
-@format_option
+@output_options
 def stacks(target: str, interval: float | None, duration: float | None, engine: str | None, top: int | None,
-           folded: bool, as_json: bool, output: str) -> None:
+           folded: bool, output: str) -> None:
     """Kernel stacks that reached TARGET, counted in the kernel (bcc's stackcount).
 
     \b
@@ -773,7 +796,7 @@ def stacks(target: str, interval: float | None, duration: float | None, engine: 
             from kpctl.metrics import exposition
 
             click.echo(exposition([stacks_metric(shown, target, engine)]), nl=False)
-        elif as_json or output == "json":
+        elif output == "json":
             click.echo(json.dumps({"engine": engine, "target": target, "dropped": dropped,
                                    "stacks": [{"frames": (c.key or "").split(";"), "hits": c.hits} for c in shown]}))
         elif folded:
@@ -862,7 +885,9 @@ def apply(path: str, prune: bool, delete: bool, dry_run: bool, diff: bool, as_js
     for done in ("added", "replaced", "removed", "enabled", "disabled"):
         for name in getattr(result, done):
             click.echo(f"{would}{done} {probe_set.group}/{name}")
-    if not result.changed:
+    if delete and not result.changed:
+        say_no_probes(probe_set.group, f"probes of set {probe_set.name}")
+    elif not result.changed:
         n = len(result.unchanged)
         click.echo(f"set {probe_set.name}: no change ({n} probe{'s' * (n != 1)} as the file says)")
 
@@ -979,7 +1004,7 @@ def doctor(as_json: bool) -> None:
 @click.option("--arm", is_flag=True, help="Put a short-lived probe there and show the code at each stage.")
 @click.option("--instructions", "-n", type=click.IntRange(1, 200), default=16, show_default=True,
               help="How many instructions of the function to show.")
-@click.option("--wait", type=click.FloatRange(0.1, 60), default=5.0, show_default=True,
+@click.option("--wait", type=Seconds(0.1, 60), default=5.0, show_default=True,
               help="--arm: seconds to wait for the x86 jump optimization and for a return.")
 @group_option
 @json_option

@@ -1,6 +1,7 @@
 """What every command shares: library errors as click errors, JSON and table output."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -54,6 +55,23 @@ class KpctlGroup(click.Group):
             raise
 
 
+class Seconds(click.FloatRange):
+    """A positive, finite number of seconds: nan and inf are usage errors, not a
+    ValueError in a poll loop."""
+    name = "seconds"
+
+    def __init__(self, low: float = 0, high: float | None = None) -> None:
+        super().__init__(low, high, min_open=low == 0)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number of seconds", param, ctx)
+        return number
+
+
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True,
                         help="Print JSON instead of text (errors too, as an object on stdout).")(f)
@@ -71,7 +89,15 @@ def print_table(rows: Sequence[dict[str, Any]], headers: Sequence[str]) -> None:
     click.echo(tabulate([[row[h] for h in headers] for row in rows], headers=[h.upper() for h in headers]))
 
 
-def format_option(f: F) -> F:
-    """--format, beside --json (which is --format json)."""
-    return click.option("--format", "output", type=click.Choice(["table", "json", "prometheus"]), default="table",
-                        show_default=True, help="How to print: prometheus is the Prometheus text format.")(f)
+def output_options(f: F) -> F:
+    """--json and --format (--json is --format json), given to the command as one
+    `output`: table, json or prometheus. Asking for two formats is a usage error."""
+    @functools.wraps(f)
+    def command(as_json: bool, output: str | None, **kwargs: Any) -> Any:
+        if as_json and output not in (None, "json"):
+            raise UsageError(f"--json and --format {output} ask for two formats: give one")
+        return f(output="json" if as_json else output or "table", **kwargs)
+
+    command = click.option("--format", "output", type=click.Choice(["table", "json", "prometheus"]),
+                           help="How to print (default: table); prometheus is the Prometheus text format.")(command)
+    return json_option(command)  # type: ignore[return-value]
