@@ -99,9 +99,9 @@ def check_probe_names(names: Sequence[str], existing: Collection[str], where: st
         return
     import difflib  # only on this error path: it slows every start-up otherwise
 
-    close = difflib.get_close_matches(missing[0], list(existing), n=3)
+    close = difflib.get_close_matches(missing[0], list(existing), n=3) if len(missing[0]) <= 256 else []
     raise ProbeNotFoundError(
-        f"no probe named {missing[0]} in {where}",
+        f"no probe named {clipped(missing[0])} in {where}",
         f"did you mean: {', '.join(close)}?" if close else "see: kpctl list",
     )
 

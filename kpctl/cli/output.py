@@ -7,17 +7,22 @@ from typing import Any, TypeVar
 
 import click
 
-from kpctl.errors import KpctlError, UsageError
+from kpctl.errors import KpctlError, UsageError, clipped
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+# The most of a message or a hint line the CLI prints: a path (4096) and some words.
+_MESSAGE_LIMIT = 4400
 
 
 class KpctlFailure(click.ClickException):
     """A KpctlError as click prints it: ``Error: message``, then the hint lines."""
 
     def __init__(self, error: KpctlError) -> None:
-        super().__init__(error.message)
-        self.hint = error.hint
+        # Bounded whatever the error quotes: a message is one line; a hint, lines (a compiler's last 40).
+        super().__init__(clipped(error.message, _MESSAGE_LIMIT))
+        self.hint = "\n".join(clipped(line, _MESSAGE_LIMIT) for line in error.hint.splitlines()[:50]) if error.hint else None
 
     def format_message(self) -> str:
         return f"{self.message}\n{self.hint}" if self.hint else self.message

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ from kpctl.errors import (
     UnknownSymbolError,
 )
 from kpctl.hits import HitStream
-from kpctl.model import Probe, Target, default_event_name, parse_fetch_arg
+from kpctl.model import ArgType, FetchArg, FunctionArgument, Probe, Target, default_event_name, parse_fetch_arg
 from kpctl.tracefs import Tracefs, find_tracefs
 from kpctl.watch import TracePipeSource, pump
 
@@ -139,8 +140,10 @@ def test_return_probe_value_is_the_fd_open_returned(backend: TracefsBackend, tra
 
 
 def test_rejected_line_reports_kernel_message_at_its_byte(backend: TracefsBackend) -> None:
+    # Built by hand: kpctl's own parser refuses the type before any kernel sees it.
+    unknown_type = FetchArg(FunctionArgument(1), "x", ArgType("u7"))
     with pytest.raises(KernelRejectedError) as e:
-        backend.add([probe("vfs_read", "x=$arg1:u7")])
+        backend.add([replace(probe("vfs_read"), args=(unknown_type,))])
     assert e.value.message == "kernel rejected probe kpctl/vfs_read: Unknown type is specified"
     assert e.value.line == "p:kpctl/vfs_read vfs_read x=$arg1:u7"
     assert e.value.offset == e.value.line.index("u7")
