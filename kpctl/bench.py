@@ -311,6 +311,10 @@ def module_probe(is_return: bool) -> Setup:
     @contextmanager
     def setup(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
         if not isinstance(bench.driver, ModuleDriver):
+            from kpctl.kmod import modules_supported
+
+            if not modules_supported(bench.tracefs.proc):
+                raise NotMeasured("needs the module, and this kernel cannot load modules (CONFIG_MODULES)")
             raise NotMeasured("measured with the module's driver only (kpctl kmod build; --driver module)")
         from kpctl.kmod.messages import Kind
 

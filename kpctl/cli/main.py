@@ -439,7 +439,8 @@ def run_watch(probes: ProbeManager, names: Sequence[str], watching: WatchOptions
     check_probe_names(names, {i.name for i in infos}, f"group {probes.group}")
     watched = [i for i in infos if i.enabled and (not names or i.name in names)]
     if not watched:
-        raise KpctlError("no enabled probe to watch", "add one (kpctl add SYMBOL) or enable one (kpctl enable NAME)")
+        raise KpctlError("no enabled probe to watch", "add one (kpctl add SYMBOL) or enable one (kpctl enable NAME)"
+                         if probes.backends else "and none can be added here: kpctl doctor says what the kernel lacks")
     threads: ProcessThreads | set[str] | None = None
     if watching.pid is not None:
         threads = ProcessThreads(watching.pid)
@@ -868,11 +869,23 @@ def apply(path: str, prune: bool, delete: bool, dry_run: bool, diff: bool, as_js
     from kpctl.signals import signals_ignored
 
     probe_set = parse_probe_set(read_probe_set(path, sys.stdin.buffer), "<stdin>" if path == "-" else path)
-    manager = open_probes(probe_set.group)
     owners = Owners()
     if dry_run:
-        result = applying.plan(manager, owners, probe_set, prune, delete)
+        try:
+            result = applying.plan(open_probes(probe_set.group), owners, probe_set, prune, delete)
+        except KpctlError as e:
+            if isinstance(e, UsageError):
+                raise
+            # No kernel to compare with (a laptop, CI): the file is what can be checked, and was.
+            click.echo(f"kpctl: checked the set only: {e.message}", err=True)
+            lines = [str(p.probe) for p in probe_set.probes]
+            if as_json:
+                print_json({"set": probe_set.name, "checked_only": True, "probes": lines})
+            else:
+                click.echo("\n".join(lines))
+            return
     else:
+        manager = open_probes(probe_set.group)
         with signals_ignored():  # all or nothing: Ctrl-C waits for the last change
             result = applying.apply(manager, owners, probe_set, prune, delete)
     if diff and not as_json:

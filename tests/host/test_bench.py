@@ -94,6 +94,22 @@ def test_without_kprobe_events_every_kprobe_row_says_why(tmp_path: Path) -> None
     assert list((tmp_path / "instances").iterdir()) == []
 
 
+def test_module_rows_on_a_kernel_without_modules_say_that_not_to_build_the_module(tmp_path: Path) -> None:
+    class Driver(bench.Driver):
+        symbol, module, description = "kpctl_bench_target", None, "a stand-in"
+
+        def run(self, calls: int) -> int:
+            return 10 * calls
+
+    (tmp_path / "instances").mkdir()
+    (tmp_path / "README").write_text("tracing mini-HOWTO:\n")
+    tracefs = Tracefs(tmp_path, debugfs=tmp_path, proc=tmp_path / "proc")  # no /proc/modules: no CONFIG_MODULES
+    rows = {r.mechanism: r for r in bench.run_bench(bench.Bench(tracefs, Driver(), 10, 2))}
+    module_rows = [r for name, r in rows.items() if "module" in name]
+    assert module_rows and all(r.detail == "needs the module, and this kernel cannot load modules (CONFIG_MODULES)"
+                               for r in module_rows)
+
+
 class UnbuildableBpf:
     """bcc.BPF without kernel headers: it says so on fd 1, then the build fails."""
 

@@ -87,3 +87,23 @@ def test_add_dry_run_refuses_a_bad_spec_where_there_is_no_kernel_as_where_there_
 def test_a_control_file_that_vanished_is_one_error_not_a_traceback(tmp_path: Path) -> None:
     with pytest.raises(VanishedError, match="events/kpctl/gone/enable is gone: another process removed it"):
         Tracefs(tmp_path).write_value("events/kpctl/gone/enable", "1")
+
+
+def test_watch_with_nothing_to_watch_where_nothing_can_be_added_does_not_say_add_one(fake: FakeTracefs) -> None:
+    fake.path("kprobe_events").unlink()  # a kernel without kprobe events; no module here either
+    code, out = run("watch", "-d", "1")
+    assert (code, out) == (1, "Error: no enabled probe to watch\nand none can be added here: kpctl doctor says what "
+                              "the kernel lacks\n")
+
+
+def test_apply_dry_run_checks_a_set_where_there_is_no_kernel(tmp_path: Path) -> None:
+    (tmp_path / "set.yaml").write_text("name: reads\nprobes:\n  - target: vfs_read\n    args: ['size=$arg3:u64']\n")
+    result = CliRunner().invoke(cli, ["apply", "--dry-run", "-f", str(tmp_path / "set.yaml")])
+    assert (result.exit_code, result.stdout) == (0, "p:kpctl/vfs_read vfs_read size=$arg3:u64\n")
+    assert result.stderr.startswith("kpctl: checked the set only: ")
+
+
+def test_apply_dry_run_refuses_a_bad_set_where_there_is_no_kernel(tmp_path: Path) -> None:
+    (tmp_path / "set.yaml").write_text("name: reads\nprobes:\n  - target: vfs_read\n    args: ['size=$arg3:s99']\n")
+    result = CliRunner().invoke(cli, ["apply", "--dry-run", "-f", str(tmp_path / "set.yaml")])
+    assert result.exit_code == 2 and result.output.startswith("Error: ")
