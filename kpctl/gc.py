@@ -9,10 +9,15 @@ groups are never looked at twice.
 """
 from __future__ import annotations
 
+import errno
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kpctl.backends.tracefs import TracefsBackend
+from kpctl.errors import KpctlError
 from kpctl.inspect.target import INSPECT_GROUP
 from kpctl.owners import Owners
 from kpctl.tracefs import Tracefs
@@ -26,26 +31,46 @@ def _gone(pid: str, proc: Path) -> bool:
     return not (proc / pid).exists()
 
 
-def collect(tracefs: Tracefs, owners: Owners) -> list[str]:
-    """Remove what dead kpctl processes left; what was removed, one line each."""
-    removed: list[str] = []
+@dataclass
+class Collected:
+    """What gc removed, and what it could not, with why (one line each)."""
+    removed: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def removing(self, what: str) -> Iterator[None]:
+        """Remove what in the block; a refusal is noted, never raised: gc runs before
+        other commands, which must not fail for what a dead process left."""
+        try:
+            yield
+        except (OSError, KpctlError) as e:
+            self.left.append(f"{what}: {e.strerror if isinstance(e, OSError) else e.message}")
+        else:
+            self.removed.append(what)
+
+
+def collect(tracefs: Tracefs, owners: Owners) -> Collected:
+    """Remove what dead kpctl processes left."""
+    done = Collected()
     proc = tracefs.proc
     with tracefs.changing():
-        # Instances first: removing one clears its triggers, which hold events and
-        # synthetic events in use (EBUSY).
+        # Instances first, their triggers before them: a hist trigger with variables
+        # holds its instance (rmdir: EBUSY) and the events and synthetic events it uses.
         for path in sorted(tracefs.path("instances").glob("kpctl*")):
             m = _SESSION.match(path.name) or _INSPECT_INSTANCE.match(path.name)
             if m and _gone(m.group(1), proc):
-                tracefs.remove_instance(f"instances/{path.name}")
-                removed.append(f"instance {path.name}")
+                with done.removing(f"instance {path.name}"):
+                    tracefs.remove_triggers(f"instances/{path.name}")
+                    if not tracefs.remove_instance(f"instances/{path.name}"):
+                        raise OSError(errno.EBUSY, "busy: something still holds it")
         # A kernel without synthetic events (or kprobe events) has none of them to leave.
         synthetic = tracefs.read("synthetic_events").splitlines() if tracefs.path("synthetic_events").exists() else []
         for line in synthetic:
-            name = line.split(" ", 1)[0]
+            name = line.split(None, 1)[0] if line.strip() else ""  # the kernel separates fields with a tab
             m = re.match(r"kpctl_lat_(\d+)_\d+\Z", name)
             if m and _gone(m.group(1), proc):
-                tracefs.append_command("synthetic_events", f"!{line}")
-                removed.append(f"synthetic event {name}")
+                with done.removing(f"synthetic event {name}"):
+                    tracefs.append_command("synthetic_events", f"!{line}")
         dead: dict[str, list[str]] = {}
         probes = tracefs.defined_probes() if tracefs.path("kprobe_events").exists() else []
         for probe in probes:
@@ -59,6 +84,7 @@ def collect(tracefs: Tracefs, owners: Owners) -> list[str]:
                 dead.setdefault(group, []).append(event)
             owners.release(group, event)
         for group, events in dead.items():
-            TracefsBackend(tracefs, group=group).remove(events)
-            removed.extend(f"probe {group}/{event}" for event in events)
-    return removed
+            for event in events:
+                with done.removing(f"probe {group}/{event}"):
+                    TracefsBackend(tracefs, group=group).remove([event])
+    return done

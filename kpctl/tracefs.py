@@ -228,15 +228,29 @@ class Tracefs:
         except FileNotFoundError as e:
             raise TracefsError("this kernel's tracefs has no instances directory") from e
 
-    def remove_instance(self, relative: str) -> None:
-        """rmdir an instance: tracefs removes its files, buffers and event settings with it."""
+    def remove_instance(self, relative: str) -> bool:
+        """rmdir an instance: tracefs removes its files, buffers and event settings with
+        it. False when it is busy and stays: a reader has it open (a watch: a later
+        removal takes it), or a hist trigger with variables holds it."""
         try:
             self.path(relative).rmdir()
         except FileNotFoundError:
             pass
         except OSError as e:
-            if e.errno != errno.EBUSY:  # a watch still reads it: a later removal takes it
+            if e.errno != errno.EBUSY:
                 raise
+            return False
+        return True
+
+    def remove_triggers(self, relative: str) -> None:
+        """Remove every trigger of the events of an instance, those with actions
+        (onmatch) first, which hold the others' variables and synthetic events, as the
+        kernel's ftrace selftests do (test.d/functions, reset_trigger_file())."""
+        files = sorted(self.path(relative).glob("events/*/*/trigger"))
+        triggers = [(f, line.split(" [", 1)[0].strip()) for f in files
+                    for line in f.read_text(errors="replace").splitlines() if line and not line.startswith("#")]
+        for file, line in sorted(triggers, key=lambda t: ":on" not in t[1]):
+            self.append_command(str(file.relative_to(self.root)), f"!{line}")
 
     def remove_idle_instance(self, relative: str) -> None:
         """rmdir an instance once removing it loses nothing: every event there is off (its

@@ -25,6 +25,7 @@ from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
 if TYPE_CHECKING:
     from kpctl.aggregation.counts import Aggregation, Count
     from kpctl.backends.base import ProbeInfo
+    from kpctl.gc import Collected
     from kpctl.hits import HitStream
     from kpctl.manager import ProbeManager
     from kpctl.model import Probe
@@ -809,15 +810,17 @@ def stacks(target: str, interval: float | None, duration: float | None, engine: 
     run_counting(counter, tracefs, 1, duration, interval, show)
 
 
-def collect_garbage(tracefs: Tracefs, verbose: bool = False) -> list[str]:
-    """What dead kpctl processes left, removed; said on stderr."""
+def collect_garbage(tracefs: Tracefs) -> Collected:
+    """What dead kpctl processes left, removed; said on stderr, with what could not be."""
     from kpctl.gc import collect
     from kpctl.owners import Owners
 
-    removed = collect(tracefs, Owners())
-    for line in removed:
+    done = collect(tracefs, Owners())
+    for line in done.removed:
         click.echo(f"kpctl: removed {line}, left by a kpctl process that is gone", err=True)
-    return removed
+    for line in done.left:
+        click.echo(f"kpctl: could not remove {line} (left by a kpctl process that is gone)", err=True)
+    return done
 
 
 @cli.command()
@@ -827,17 +830,20 @@ def gc(as_json: bool) -> None:
 
     Only kpctl's own: probes whose recorded owner is dead, and the groups, instances and
     synthetic events counting and inspect --arm name after their pid. Commands that make
-    short-lived probes run it first.
+    short-lived probes run it first. What the kernel refuses to remove is named with the
+    reason, and gc exits 1.
 
     \b
     Example:
       sudo kpctl gc
     """
-    removed = collect_garbage(open_tracefs())
+    done = collect_garbage(open_tracefs())
     if as_json:
-        print_json({"removed": removed})
-    elif not removed:
+        print_json({"removed": done.removed, **({"left": done.left} if done.left else {})})
+    elif not done.removed and not done.left:
         click.echo("nothing to remove", err=True)
+    if done.left:
+        sys.exit(1)
 
 
 @cli.command()

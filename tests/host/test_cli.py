@@ -52,8 +52,9 @@ class FakeTracefs(Tracefs):
 
         yield write
 
-    def remove_instance(self, relative: str) -> None:
+    def remove_instance(self, relative: str) -> bool:
         shutil.rmtree(self.path(relative))
+        return True
 
     def write_value(self, relative: str, value: str) -> None:
         super().write_value(relative, value)
