@@ -260,11 +260,34 @@ static noinline __noclone int kpctl_bench_recursive(int depth)
 }
 
 /*
+ * Why a bench must stop now, checked every 1024 calls: any signal (the client's Ctrl-C
+ * and SIGTERM are caught, not fatal, and would otherwise wait for the end), the module
+ * going away (rmmod's genl_unregister_family() waits for this request, and every
+ * generic netlink user with it), or its time cap.
+ */
+static int kpctl_bench_stop(u64 start, struct genl_info *info)
+{
+	if (signal_pending(current)) {
+		GENL_SET_ERR_MSG(info, "a signal stopped the bench");
+		return -EINTR;
+	}
+	if (READ_ONCE(THIS_MODULE->state) == MODULE_STATE_GOING) {
+		GENL_SET_ERR_MSG(info, "the module is being unloaded");
+		return -ESHUTDOWN;
+	}
+	if (ktime_get_ns() - start > KPCTL_BENCH_SECONDS_MAX * NSEC_PER_SEC) {
+		GENL_SET_ERR_MSG(info, "a bench stops after " __stringify(KPCTL_BENCH_SECONDS_MAX) " seconds");
+		return -ETIME;
+	}
+	return 0;
+}
+
+/*
  * Call the bench target (or, given a DEPTH, the recursive one) ITERATIONS times and
  * report how long that took. Process context: every 1024 calls it may reschedule
  * (probes cost microseconds each under emulation: millions of calls must not hold the
- * CPU for seconds), and a fatal signal stops it. Without kpctl_lock: it touches no
- * probe.
+ * CPU for seconds) and it stops if kpctl_bench_stop() says so. Without kpctl_lock: it
+ * touches no probe.
  */
 static int kpctl_cmd_bench(struct sk_buff *skb, struct genl_info *info)
 {
@@ -286,8 +309,9 @@ static int kpctl_cmd_bench(struct sk_buff *skb, struct genl_info *info)
 	for (i = 0; i < iterations; i++) {
 		sum += depth ? kpctl_bench_recursive(depth) : kpctl_bench_target(i);
 		if ((i & 1023) == 1023) {
-			if (fatal_signal_pending(current))
-				return -EINTR;
+			err = kpctl_bench_stop(start, info);
+			if (err)
+				return err;
 			cond_resched();
 		}
 	}

@@ -17,6 +17,7 @@
 #define KPCTL_BENCH_TARGET	"kpctl_bench_target"	/* what KPCTL_CMD_BENCH calls */
 #define KPCTL_BENCH_RECURSIVE	"kpctl_bench_recursive"	/* ... with a DEPTH */
 #define KPCTL_BENCH_DEPTH_MAX	16	/* its recursion: stack stays small */
+#define KPCTL_BENCH_SECONDS_MAX	60	/* a longer KPCTL_CMD_BENCH stops with ETIME */
 
 enum kpctl_cmd {
 	KPCTL_CMD_UNSPEC,

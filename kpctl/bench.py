@@ -11,6 +11,7 @@ that state) and removed, however the bench ends. The optimization sysctl is rest
 """
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import statistics
@@ -84,7 +85,16 @@ class ModuleDriver(Driver):
         self.description = f"{MODULE} calls {BENCH_TARGET}() in a loop in the kernel"
 
     def run(self, calls: int) -> int:
-        return int(self.client.bench(calls))
+        from kpctl.kmod.client import KmodError
+        from kpctl.signals import StopRequested
+
+        try:
+            return int(self.client.bench(calls))
+        except KmodError as e:
+            # The module's loop stops at any signal (Ctrl-C, SIGTERM): stopped, as by them.
+            if e.errno == errno.EINTR:
+                raise StopRequested from None
+            raise
 
 
 class SyscallDriver(Driver):
@@ -233,11 +243,14 @@ def _optimization(value: str) -> Iterator[None]:
             yield
             return
         raise NotMeasured("this kernel has no jump optimization (no debug.kprobes-optimization)") from None
-    OPTIMIZATION_SYSCTL.write_text(value)
-    try:
+    if value == before:
         yield
-    finally:
-        OPTIMIZATION_SYSCTL.write_text(before)
+        return
+    from kpctl.owners import SavedSettings
+
+    # Recorded first: a SIGKILLed bench leaves the machine's setting to gc to restore.
+    with SavedSettings().changed(OPTIMIZATION_SYSCTL, value, "bench"):
+        yield
 
 
 @contextmanager

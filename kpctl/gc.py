@@ -1,11 +1,13 @@
 """`kpctl gc`: remove what kpctl made for a process that is gone, and nothing else.
 
 A process killed with SIGKILL runs no cleanup. What it leaves is known by name or by
-record: the groups and instances of counting commands carry their pid
-(kpctl_count_PID, kpctl_lat_PID, with synthetic events kpctl_lat_PID_N), inspect --arm's
-events and instance too (kpctl_inspect/pPID, kpctl_inspect_pPID); `kpctl trace`'s probes
-are in the user's group and have an owner record (owners.py). Other tools' probes and
-groups are never looked at twice.
+record: the groups and instances of counting commands and bench carry their pid
+(kpctl_count_PID, kpctl_lat_PID, with synthetic events kpctl_lat_PID_N, kpctl_bench_PID
+with an fprobe and module probes kpctl_bench_PID_N), inspect --arm's events and instance
+too (kpctl_inspect/pPID, kpctl_inspect_pPID); `kpctl trace`'s probes are in the user's
+group and have an owner record naming their backend, and a setting bench changed has a
+record of its value before (owners.py). Each goes through the backend that made it.
+Other tools' probes and groups are never looked at twice.
 """
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ from pathlib import Path
 from kpctl.backends.tracefs import TracefsBackend
 from kpctl.errors import KpctlError
 from kpctl.inspect.target import INSPECT_GROUP
-from kpctl.owners import Owners
+from kpctl.owners import Owners, SavedSettings
+from kpctl.registry import backend_type
 from kpctl.tracefs import Tracefs
 
-_SESSION = re.compile(r"kpctl_(?:count|lat)_(\d+)\Z")
+_SESSION = re.compile(r"kpctl_(?:count|lat|bench)_(\d+)\Z")
+_BENCH_MODULE_PROBE = re.compile(r"kpctl_bench_(\d+)_\d+\Z")
 _INSPECT_EVENT = re.compile(r"p(\d+)(?:_ret)?\Z")
 _INSPECT_INSTANCE = re.compile(rf"{INSPECT_GROUP}_p(\d+)\Z")
 
@@ -71,6 +75,14 @@ def collect(tracefs: Tracefs, owners: Owners) -> Collected:
             if m and _gone(m.group(1), proc):
                 with done.removing(f"synthetic event {name}"):
                     tracefs.append_command("synthetic_events", f"!{line}")
+        # fprobes (bench's, where the kernel has them) are only in dynamic_events.
+        dynamic = tracefs.read("dynamic_events").splitlines() if tracefs.path("dynamic_events").exists() else []
+        for line in dynamic:
+            group, _, event = line.split(None, 1)[0].partition(":")[2].partition("/")
+            m = _SESSION.match(group)
+            if line.startswith("f:") and m and _gone(m.group(1), proc):
+                with done.removing(f"fprobe {group}/{event}"):
+                    tracefs.append_command("dynamic_events", f"-:{group}/{event}")
         dead: dict[str, list[str]] = {}
         probes = tracefs.defined_probes() if tracefs.path("kprobe_events").exists() else []
         for probe in probes:
@@ -79,12 +91,31 @@ def collect(tracefs: Tracefs, owners: Owners) -> Collected:
             if m and _gone(m.group(1), proc):
                 dead.setdefault(group, []).append(event)
         defined = {(p.group, p.event) for p in probes}
+        module = _module_probes(tracefs)
+        dead_in_module = [name for name in module if (m := _BENCH_MODULE_PROBE.match(name)) and _gone(m.group(1), proc)]
         for group, event, owner in owners.orphans():
-            if (group, event) in defined and event not in dead.get(group, []):
+            if owner.backend == "kmod":
+                if event in module and event not in dead_in_module:
+                    dead_in_module.append(event)
+            elif (group, event) in defined and event not in dead.get(group, []):
                 dead.setdefault(group, []).append(event)
             owners.release(group, event)
         for group, events in dead.items():
             for event in events:
                 with done.removing(f"probe {group}/{event}"):
                     TracefsBackend(tracefs, group=group).remove([event])
+        for name in dead_in_module:
+            with done.removing(f"module probe {name}"):
+                backend_type("kmod").open(tracefs, "").remove([name])
+        for line in SavedSettings.beside(owners).restore_orphans():
+            done.removed.append(line)
     return done
+
+
+def _module_probes(tracefs: Tracefs) -> list[str]:
+    """The names of the module's probes, if it is loaded (only then is its client, and
+    pyroute2, imported)."""
+    kmod = backend_type("kmod")
+    if not kmod.availability(tracefs).usable:
+        return []
+    return [info.name for info in kmod.open(tracefs, "").list_probes()]

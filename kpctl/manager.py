@@ -246,17 +246,17 @@ class ProbeOwner(Protocol):
 
 @contextmanager
 def short_lived(owner: ProbeOwner, probes: Sequence[Probe], event_filter: str | None = None,
-                enable: bool = True, records: tuple[Owners, str] | None = None) -> Iterator[float]:
+                enable: bool = True, records: tuple[Owners, str, str] | None = None) -> Iterator[float]:
     """probes (enabled unless told not) for the block only: removed however it ends
     (return, exception, Ctrl-C, or SIGTERM, raised as StopRequested in the block). Yields
     the time they were added. add() undoes itself when interrupted; the removal runs
-    with signals held. With records (a store and the command's name), each probe's owner
+    with signals held. With records (a store, the command's name and the backend), each probe's owner
     is recorded before it exists, for `kpctl gc` should this process be killed."""
     names = [p.event for p in probes if p.event]
     with stop_on_sigterm():
         if records is not None:
             for probe in probes:
-                records[0].claim(probe.group or "", probe.event or "", records[1])
+                records[0].claim(probe.group or "", probe.event or "", records[1], records[2])
         try:
             owner.add(probes, enable=enable, event_filter=event_filter)
             try:

@@ -149,9 +149,10 @@ def say_each(done: str, group: str, names: Sequence[str], as_json: bool) -> None
         click.echo(f"{done} {group}/{name}")
 
 
-def probe_row(info: ProbeInfo, owners: Owners | None = None) -> dict[str, Any]:
+def probe_row(info: ProbeInfo, owners: Owners | None = None, group: str = KPCTL_GROUP) -> dict[str, Any]:
     probe = info.probe
-    owner = owners.owner(probe.group or "", info.name) if owners is not None else None
+    # The module's probes have no group of their own: their records are under the one asked for.
+    owner = owners.owner(probe.group or group, info.name) if owners is not None else None
     return {
         "name": info.name,
         "group": probe.group,
@@ -287,7 +288,7 @@ def list_probes(group: str, as_json: bool) -> None:
     """
     from kpctl.owners import Owners
 
-    rows = [probe_row(i, Owners()) for i in open_probes(group).list_probes()]
+    rows = [probe_row(i, Owners(), group) for i in open_probes(group).list_probes()]
     if as_json:
         print_json(rows)
     elif rows:
@@ -550,7 +551,7 @@ def trace(
     collect_garbage(manager.tracefs)
     probes = probes_from_targets(target, fetchargs, ret, maxactive, name, group)
     # Probes that die with this process need no record for gc.
-    records = (Owners(), "trace") if backend_type(backend_name).outlives_kpctl else None
+    records = (Owners(), "trace", backend_name) if backend_type(backend_name).outlives_kpctl else None
     try:
         with short_lived(manager.adding_to(backend_name), probes, event_filter=filter_text, records=records):
             run_watch(manager, [p.event for p in probes if p.event], watching)

@@ -19,6 +19,7 @@ BENCH_MAX = 100_000_000
 BENCH_TARGET = "kpctl_bench_target"
 BENCH_RECURSIVE = "kpctl_bench_recursive"
 BENCH_DEPTH_MAX = 16
+BENCH_SECONDS_MAX = 60
 
 
 class Cmd(IntEnum):

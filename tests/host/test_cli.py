@@ -497,6 +497,42 @@ def test_gc_removes_what_dead_kpctl_processes_left_and_nothing_else(
     assert [p.name for p in (records / "kpctl").iterdir()] == ["open"]
 
 
+def test_gc_puts_back_a_setting_a_dead_process_changed_and_leaves_a_living_ones(
+    fake: FakeTracefs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kpctl import owners as owners_module
+
+    (fake.proc / "4242").mkdir()  # alive, and its start time is 77
+    (fake.proc / "4242" / "stat").write_text(_stat(4242, 77))
+    records = tmp_path / "run" / "owners"
+    monkeypatch.setattr(owners_module.Owners.__init__, "__defaults__", (records, fake.proc))
+    dead, living = tmp_path / "optimization", tmp_path / "other"
+    dead.write_text("0\n")
+    living.write_text("0\n")
+    settings = tmp_path / "run" / "settings"
+    settings.mkdir(parents=True)
+    (settings / "999999-optimization.json").write_text(json.dumps(
+        {"setting": str(dead), "before": "1", "what": "bench", "pid": 999999, "start": 5}))
+    (settings / "4242-other.json").write_text(json.dumps(
+        {"setting": str(living), "before": "1", "what": "bench", "pid": 4242, "start": 77}))
+    code, out = run("gc", "--json")
+    assert code == 0 and json.loads(out[out.index("{"):]) == {"removed": [f"setting {dead} (back to 1)"]}
+    assert (dead.read_text(), living.read_text()) == ("1", "0\n")
+    assert [p.name for p in settings.iterdir()] == ["4242-other.json"]
+
+
+def test_a_changed_setting_is_recorded_before_it_changes_and_put_back_after(tmp_path: Path) -> None:
+    from kpctl.owners import SavedSettings
+
+    setting = tmp_path / "optimization"
+    setting.write_text("1\n")
+    saved = SavedSettings(tmp_path / "settings")
+    with saved.changed(setting, "0", "bench"):
+        [record] = (tmp_path / "settings").iterdir()
+        assert json.loads(record.read_text())["before"] == "1" and setting.read_text() == "0"
+    assert setting.read_text() == "1" and list((tmp_path / "settings").iterdir()) == []
+
+
 def test_list_names_the_owner_of_a_traced_probe(fake: FakeTracefs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from kpctl import owners as owners_module
 

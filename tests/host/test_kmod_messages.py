@@ -60,8 +60,8 @@ def test_limits_match_the_module() -> None:
     header = (ROOT / "kmod" / "kpctl_kmod.h").read_text()
     defines = dict(re.findall(r"^#define (KPCTL_\w+)\s+(\S+)", header, re.M))
     assert (int(defines["KPCTL_NAME_MAX"]), int(defines["KPCTL_MAXACTIVE_MAX"]), int(defines["KPCTL_BENCH_MAX"]),
-            int(defines["KPCTL_BENCH_DEPTH_MAX"])) == (
-        messages.NAME_MAX, messages.MAXACTIVE_MAX, messages.BENCH_MAX, messages.BENCH_DEPTH_MAX)
+            int(defines["KPCTL_BENCH_DEPTH_MAX"]), int(defines["KPCTL_BENCH_SECONDS_MAX"])) == (
+        messages.NAME_MAX, messages.MAXACTIVE_MAX, messages.BENCH_MAX, messages.BENCH_DEPTH_MAX, messages.BENCH_SECONDS_MAX)
     assert defines["KPCTL_BENCH_TARGET"] == f'"{messages.BENCH_TARGET}"'
     assert defines["KPCTL_BENCH_RECURSIVE"] == f'"{messages.BENCH_RECURSIVE}"'
 

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from kmod_fixtures import KmodClient, kmod  # noqa: F401 (a fixture)
+from click.testing import CliRunner
+from kmod_fixtures import KmodClient, kmod, reload_after  # noqa: F401 (fixtures)
 
+from kpctl.cli.main import cli
 from kpctl.inspect.arm import OPTIMIZATION_SYSCTL
 from kpctl.kmod import build, loader
 from kpctl.tracefs import Tracefs, find_tracefs
@@ -107,5 +109,74 @@ def test_a_signal_mid_bench_removes_everything_and_restores_the_sysctl(
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and err.endswith("Error: stopped: everything it set up is removed\n"), (out, err)
     nothing_left(tracefs)
+    assert (OPTIMIZATION_SYSCTL.read_text() if OPTIMIZATION_SYSCTL.exists() else None) == sysctl
+    assert kmod.dump() == []
+
+
+def _bench_in_the_modules_loop() -> subprocess.Popen[str]:
+    """A bench whose first run (the unprobed baseline: a long loop in the module's
+    BENCH) has begun."""
+    proc = subprocess.Popen([sys.executable, "-m", "kpctl", "bench", "-n", "100000000", "-r", "1"],
+                            cwd=CHECKOUT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    # The context lines come out just before the baseline runs.
+    while not proc.stdout.readline().startswith("driver:"):
+        assert proc.poll() is None, proc.communicate()
+    time.sleep(1)  # well into the loop, which takes far longer than that
+    assert proc.poll() is None
+    return proc
+
+
+def test_ctrl_c_ends_a_bench_in_the_modules_loop_within_2_seconds(kmod: KmodClient) -> None:  # noqa: F811
+    proc = _bench_in_the_modules_loop()
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - signalled < 2, err
+    assert proc.returncode == 1 and err.endswith("Error: stopped: everything it set up is removed\n"), (out, err)
+    nothing_left(Tracefs(find_tracefs()))
+
+
+def test_rmmod_during_a_bench_returns_within_2_seconds_and_ends_it(kmod: KmodClient, reload_after: None) -> None:  # noqa: F811
+    proc = _bench_in_the_modules_loop()
+    started = time.monotonic()
+    subprocess.run(["rmmod", loader.MODULE], check=True, timeout=60)
+    assert time.monotonic() - started < 2
+    assert not loader.is_loaded()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Error: cannot run the bench driver: the module is being unloaded" in err, (out, err)
+
+
+@pytest.mark.parametrize("row", ["int3/BRK", "module"])
+def test_gc_removes_what_a_sigkilled_bench_left_and_restores_the_sysctl(kmod: KmodClient, row: str) -> None:  # noqa: F811
+    """Killed while a row holds its probe: the int3/BRK row's tracefs probe and instance
+    (on x86 with the optimization sysctl at 0), or the module row's probe in the module."""
+    tracefs = Tracefs(find_tracefs())
+    sysctl = OPTIMIZATION_SYSCTL.read_text() if OPTIMIZATION_SYSCTL.exists() else None
+    proc = subprocess.Popen([sys.executable, "-m", "kpctl", "bench", "-n", "20000", "-r", "3"],
+                            cwd=CHECKOUT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    offset_probe = f"kpctl_bench_{proc.pid}/bench kpctl_kmod:kpctl_bench_target+"
+    module_probe = f"kpctl_bench_{proc.pid}_0"
+
+    def holding() -> bool:
+        if row == "module":
+            return any(p.name == module_probe for p in kmod.dump())
+        return offset_probe in tracefs.read("dynamic_events") and (sysctl is None or OPTIMIZATION_SYSCTL.read_text() == "0\n")
+
+    deadline = time.monotonic() + 300
+    while not holding():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.kill()
+    proc.communicate(timeout=60)
+    result = CliRunner().invoke(cli, ["gc", "--json"])
+    assert result.exit_code == 0, result.output
+    removed = json.loads(result.output[result.output.index("{"):])["removed"]
+    if row == "module":
+        assert f"module probe {module_probe}" in removed
+    else:
+        assert {f"instance kpctl_bench_{proc.pid}", f"probe kpctl_bench_{proc.pid}/bench"} <= set(removed)
+    nothing_left(tracefs)
+    assert f"kpctl_bench_{proc.pid}" not in tracefs.read("kprobe_events")
     assert (OPTIMIZATION_SYSCTL.read_text() if OPTIMIZATION_SYSCTL.exists() else None) == sysctl
     assert kmod.dump() == []

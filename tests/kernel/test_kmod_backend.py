@@ -156,3 +156,18 @@ def test_removing_the_last_tracefs_probe_keeps_recording_module_hits(kmod: KmodC
     finally:
         kpctl("rm", "--all")
     assert not (TRACEFS / "instances" / "kpctl").exists(), "rm --all leaves no idle instance behind"
+
+
+def test_gc_removes_the_module_probe_of_a_sigkilled_trace_and_list_names_its_owner_before(kmod: KmodClient) -> None:  # noqa: F811
+    proc = subprocess.Popen([sys.executable, "-m", "kpctl", "trace", "--backend", "kmod", "vfs_read", "--name", "kt_killed_kmod"],
+                            cwd=Path(__file__).resolve().parents[2], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().split()[:2] == ["TIME", "CPU"], proc.communicate()
+    [row] = [r for r in json.loads(CliRunner().invoke(cli, ["list", "--json"]).stdout) if r["name"] == "kt_killed_kmod"]
+    assert (row["backend"], row["owner"]) == ("kmod", f"trace (pid {proc.pid})")
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert [p.name for p in kmod.dump()] == ["kt_killed_kmod"]
+    result = CliRunner().invoke(cli, ["gc", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{"):])["removed"] == ["module probe kt_killed_kmod"]
+    assert kmod.dump() == []

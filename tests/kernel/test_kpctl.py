@@ -535,6 +535,25 @@ def test_a_glob_adds_the_probeable_matches_and_the_kernel_takes_every_one(backen
         backend.remove_all()
 
 
+def test_gc_removes_what_a_sigkilled_tracefs_latency_left(backend: TracefsBackend, tracefs: Tracefs) -> None:
+    """Its hist triggers with variables hold the instance, the events and the synthetic
+    event: gc removes them all, in order, and says so; nothing stays."""
+    latency = subprocess.Popen([sys.executable, "-m", "kpctl", "latency", "--engine", "tracefs", "vfs_read"],
+                               cwd=CHECKOUT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert latency.stderr is not None and "Ctrl-C ends" in latency.stderr.readline()
+    latency.kill()
+    latency.communicate(timeout=60)
+    group = f"kpctl_lat_{latency.pid}"
+    assert f"{group}/" in tracefs.read("kprobe_events") and f"{group}_0" in tracefs.read("synthetic_events")
+    result = CliRunner().invoke(cli, ["gc", "--json"])
+    assert result.exit_code == 0, result.output
+    removed = json.loads(result.output[result.output.index("{"):])["removed"]
+    assert sorted(removed) == sorted([f"instance {group}", f"synthetic event {group}_0",
+                                      f"probe {group}/vfs_read", f"probe {group}/vfs_read_ret"])
+    assert group not in tracefs.read("kprobe_events") and group not in tracefs.read("synthetic_events")
+    assert not tracefs.path(f"instances/{group}").exists()
+
+
 def test_gc_removes_what_sigkilled_kpctls_left(backend: TracefsBackend, tracefs: Tracefs) -> None:
     """A SIGKILLed trace leaves its probe, a SIGKILLed count its group, triggers and
     instance: gc removes exactly those, and list named the trace as the owner before."""
