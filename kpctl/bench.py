@@ -30,6 +30,7 @@ from kpctl.inspect.disasm import host_arch, kprobe_mark
 from kpctl.inspect.kcore import Kcore
 from kpctl.manager import short_lived
 from kpctl.model import Probe, Target
+from kpctl.sessions import session_name
 from kpctl.tracefs import KprobeState, Tracefs
 
 _OFFSETS = range(1, 48)  # where an offset probe may go: the first the kernel takes past the entry
@@ -115,7 +116,7 @@ class Bench:
     driver: Driver
     calls: int
     runs: int
-    group: str = f"kpctl_bench_{os.getpid()}"
+    group: str = session_name("bench")
     offset: int | None = None  # of offset probes, found once
 
     @property

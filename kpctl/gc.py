@@ -12,7 +12,6 @@ Other tools' probes and groups are never looked at twice.
 from __future__ import annotations
 
 import errno
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,19 +19,18 @@ from pathlib import Path
 
 from kpctl.backends.tracefs import TracefsBackend
 from kpctl.errors import KpctlError
-from kpctl.inspect.target import INSPECT_GROUP
 from kpctl.owners import Owners, SavedSettings
 from kpctl.registry import backend_type
+from kpctl.sessions import INSPECT_GROUP, session_of
 from kpctl.tracefs import Tracefs
 
-_SESSION = re.compile(r"kpctl_(?:count|lat|bench)_(\d+)\Z")
-_BENCH_MODULE_PROBE = re.compile(r"kpctl_bench_(\d+)_\d+\Z")
-_INSPECT_EVENT = re.compile(r"p(\d+)(?:_ret)?\Z")
-_INSPECT_INSTANCE = re.compile(rf"{INSPECT_GROUP}_p(\d+)\Z")
 
-
-def _gone(pid: str, proc: Path) -> bool:
-    return not (proc / pid).exists()
+def _dead(name: str, proc: Path, group: str | None = None, purpose: str | None = None) -> bool:
+    """name (of a thing in group) is a kpctl process's own (made for purpose), and that
+    process is gone."""
+    session = session_of(name, group)
+    return (session is not None and purpose in (None, session.purpose)
+            and not (proc / str(session.pid)).exists())
 
 
 @dataclass
@@ -61,8 +59,7 @@ def collect(tracefs: Tracefs, owners: Owners) -> Collected:
         # Instances first, their triggers before them: a hist trigger with variables
         # holds its instance (rmdir: EBUSY) and the events and synthetic events it uses.
         for path in sorted(tracefs.path("instances").glob("kpctl*")):
-            m = _SESSION.match(path.name) or _INSPECT_INSTANCE.match(path.name)
-            if m and _gone(m.group(1), proc):
+            if _dead(path.name, proc):
                 with done.removing(f"instance {path.name}"):
                     tracefs.remove_triggers(f"instances/{path.name}")
                     if not tracefs.remove_instance(f"instances/{path.name}"):
@@ -71,28 +68,25 @@ def collect(tracefs: Tracefs, owners: Owners) -> Collected:
         synthetic = tracefs.read("synthetic_events").splitlines() if tracefs.path("synthetic_events").exists() else []
         for line in synthetic:
             name = line.split(None, 1)[0] if line.strip() else ""  # the kernel separates fields with a tab
-            m = re.match(r"kpctl_lat_(\d+)_\d+\Z", name)
-            if m and _gone(m.group(1), proc):
+            if _dead(name, proc):
                 with done.removing(f"synthetic event {name}"):
                     tracefs.append_command("synthetic_events", f"!{line}")
         # fprobes (bench's, where the kernel has them) are only in dynamic_events.
         dynamic = tracefs.read("dynamic_events").splitlines() if tracefs.path("dynamic_events").exists() else []
         for line in dynamic:
             group, _, event = line.split(None, 1)[0].partition(":")[2].partition("/")
-            m = _SESSION.match(group)
-            if line.startswith("f:") and m and _gone(m.group(1), proc):
+            if line.startswith("f:") and _dead(group, proc):
                 with done.removing(f"fprobe {group}/{event}"):
                     tracefs.append_command("dynamic_events", f"-:{group}/{event}")
         dead: dict[str, list[str]] = {}
         probes = tracefs.defined_probes() if tracefs.path("kprobe_events").exists() else []
         for probe in probes:
             group, event = probe.group or "", probe.event or ""
-            m = _SESSION.match(group) or (_INSPECT_EVENT.match(event) if group == INSPECT_GROUP else None)
-            if m and _gone(m.group(1), proc):
+            if _dead(group, proc) or (group == INSPECT_GROUP and _dead(event, proc, group)):
                 dead.setdefault(group, []).append(event)
         defined = {(p.group, p.event) for p in probes}
         module = _module_probes(tracefs)
-        dead_in_module = [name for name in module if (m := _BENCH_MODULE_PROBE.match(name)) and _gone(m.group(1), proc)]
+        dead_in_module = [name for name in module if _dead(name, proc, purpose="bench")]
         for group, event, owner in owners.orphans():
             if owner.backend == "kmod":
                 if event in module and event not in dead_in_module:

@@ -14,6 +14,7 @@ from kpctl.backends.base import ProbeBackend, ProbeInfo, ProbeStats
 from kpctl.errors import ProbeExistsError, ProbeNotFoundError, UsageError, check_given_once, check_probe_names
 from kpctl.model import Probe
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND, backend_type
+from kpctl.sessions import WATCH_INSTANCES, session_of, watch_instance
 from kpctl.signals import signals_held, signals_ignored, stop_on_sigterm
 from kpctl.tracefs import KPCTL_INSTANCE, Tracefs
 
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
     from kpctl.symbols import KernelSymbols
     from kpctl.watch import HitSource
 
-# A watch that starts while another reads kpctl's instance reads one of its own, named so.
-WATCH_INSTANCE_PREFIX = "kpctl-watch-"
 
 
 class ProbeManager:
@@ -203,7 +202,7 @@ class ProbeManager:
     @contextmanager
     def _own_instance(self) -> Iterator[str]:
         self._remove_stale_instances()
-        instance = f"instances/{WATCH_INSTANCE_PREFIX}{os.getpid()}"
+        instance = f"instances/{watch_instance()}"
         self.tracefs.make_instance(instance)
         try:
             with self.tracefs.changing():
@@ -216,7 +215,7 @@ class ProbeManager:
 
     def _watch_instances(self) -> list[str]:
         """The instances of the watches running beside the first, and of killed ones."""
-        return [f"instances/{p.name}" for p in self.tracefs.path("instances").glob(WATCH_INSTANCE_PREFIX + "*")]
+        return [f"instances/{p.name}" for p in self.tracefs.path("instances").glob(WATCH_INSTANCES)]
 
     def _reach_watches(self, backend: ProbeBackend) -> None:
         """What backend just turned on reaches the watches that read instances of their own."""
@@ -231,8 +230,8 @@ class ProbeManager:
         """Instances of watches that were killed (SIGKILL leaves them): one still being
         read is busy, and rmdir leaves it alone."""
         for instance in self._watch_instances():
-            pid = instance.removeprefix(f"instances/{WATCH_INSTANCE_PREFIX}")
-            if pid.isdigit() and not (self.tracefs.proc / pid).exists():
+            session = session_of(instance.removeprefix("instances/"))
+            if session is not None and not (self.tracefs.proc / str(session.pid)).exists():
                 self.tracefs.remove_instance(instance)
 
 

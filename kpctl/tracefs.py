@@ -35,6 +35,7 @@ DEBUGFS = Path("/sys/kernel/debug")
 # kpctl's own instance (instances/kpctl): where its probes are enabled and their hits wait.
 KPCTL_INSTANCE = "instances/kpctl"
 # Files whose truncation destroys state that is not kpctl's.
+_ENDBR64_SIZE = 4
 _NEVER_TRUNCATE = frozenset({"kprobe_events", "dynamic_events", "uprobe_events"})
 
 _ERROR_LOG_ENTRY = re.compile(
@@ -125,6 +126,19 @@ class KprobeState:
     where: str
     module: str | None
     flags: tuple[str, ...]
+
+    def holds(self, probe: Probe) -> bool:
+        """Whether this kprobe is probe's. A probe at +0 may sit a few bytes further: x86
+        kernels with IBT step over the ENDBR64 (arch_adjust_kprobe_addr(), v5.18: "x86/ibt,
+        kprobes: Cure sym+0 equals fentry woes") and list it at +0x4."""
+        if probe.is_return != self.is_return:
+            return False
+        if probe.target.address is not None:
+            return probe.target.address == self.address
+        symbol, _, offset = self.where.partition("+")
+        at = int(offset, 16) if offset else 0
+        return symbol == probe.target.symbol and (
+            at == probe.target.offset or (probe.target.offset == 0 and at <= _ENDBR64_SIZE))
 
 
 def parse_kprobe_list(text: str) -> list[KprobeState]:

@@ -10,7 +10,6 @@ when counting ends, however it ends.
 """
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -23,6 +22,7 @@ from kpctl.errors import KpctlError, UsageError
 from kpctl.histograms import BY_KEYS, TOTAL_KEY, HistEntry, parse_hist, removal, trigger
 from kpctl.manager import short_lived
 from kpctl.model import FetchArg, Probe, ReturnValue, parse_fetch_arg, parse_target
+from kpctl.sessions import session_name
 from kpctl.signals import signals_ignored
 from kpctl.tracefs import Tracefs
 
@@ -58,7 +58,7 @@ class KernelTables:
 
     def __init__(self, tracefs: Tracefs, kind: str) -> None:
         self.tracefs = tracefs
-        self.group = f"kpctl_{kind}_{os.getpid()}"
+        self.group = session_name(kind)
         self.instance = f"instances/{self.group}"
         self.backend = TracefsBackend(tracefs, group=self.group, instance=self.instance)
 

@@ -34,9 +34,6 @@ if TYPE_CHECKING:
     from kpctl.hits import ProbeNamer
     from kpctl.watch import HitSource
 
-# Where a probe at +0 may sit on x86 kernels with IBT (see _flags_for()).
-_ENDBR64_SIZE = 4
-
 
 class TracefsBackend:
     """kpctl's probes of one group, through kprobe_events (see the module's docstring).
@@ -281,17 +278,7 @@ class TracefsBackend:
 
 
 def _flags_for(probe: Probe, states: Sequence[KprobeState]) -> tuple[str, ...]:
-    """The debug/kprobes/list flags of probe's kprobe. A probe at +0 may sit a few bytes
-    further: x86 kernels with IBT step over the ENDBR64 (arch_adjust_kprobe_addr(), v5.18)
-    and list it at +0x4."""
-    target = probe.target
-    if target.symbol is None:
+    """The debug/kprobes/list flags of probe's kprobe."""
+    if probe.target.symbol is None:
         return ()
-    for state in states:
-        symbol, _, offset = state.where.partition("+")
-        if symbol != target.symbol or state.is_return != probe.is_return:
-            continue
-        at = int(offset, 16) if offset else 0
-        if at == target.offset or (target.offset == 0 and at <= _ENDBR64_SIZE):
-            return state.flags
-    return ()
+    return next((state.flags for state in states if state.holds(probe)), ())

@@ -15,9 +15,9 @@ from kpctl.inspect.disasm import X86_JMP32
 from kpctl.inspect.inspector import Inspector
 from kpctl.inspect.kcore import Kcore
 from kpctl.inspect.report import Report, ReturnTrip, Step
-from kpctl.inspect.target import INSPECT_GROUP
 from kpctl.manager import short_lived
 from kpctl.model import Probe, Target, parse_fetch_arg
+from kpctl.sessions import INSPECT_GROUP, inspect_event
 from kpctl.signals import signals_ignored, stop_on_sigterm
 from kpctl.tracefs import KprobeState
 from kpctl.watch import TracePipeSource, pump
@@ -43,7 +43,7 @@ class Arming:
             raise KpctlError(f"no probe may go at {report.target}: {report.reasons[0]}")
         # Events and instance of this process's own: two inspects at once neither remove
         # nor read each other's.
-        tag = f"p{os.getpid()}"
+        tag = inspect_event()
         backend = TracefsBackend(self.inspector.tracefs, group=INSPECT_GROUP, instance=f"instances/{INSPECT_GROUP}_{tag}")
         with stop_on_sigterm():
             try:

@@ -12,6 +12,7 @@ from kpctl.inspect.disasm import Arch, Instruction, ftrace_site, kprobe_offset
 from kpctl.inspect.kcore import Kcore, KcoreError
 from kpctl.inspect.report import Report
 from kpctl.inspect.target import kprobes_on_ftrace, parse_inspect_target, probes_on, resolve
+from kpctl.owners import Owners
 from kpctl.symbols import KernelSymbols
 from kpctl.tracefs import Tracefs
 
@@ -33,7 +34,8 @@ class Inspector:
     def inspect(self, text: str, instructions: int = 16) -> Report:
         report = resolve(parse_inspect_target(text), self.arch, self.symbols)
         report.probes = probes_on(
-            report, self.tracefs.kprobe_states(), self.tracefs.defined_probes(), self.group, self.elsewhere)
+            report, self.tracefs.kprobe_states(), self.tracefs.defined_probes(), self.group, self.elsewhere,
+            Owners())
         try:
             kcore = Kcore(self.kcore_path)
         except KcoreError as e:

@@ -10,10 +10,10 @@ from kpctl.inspect.disasm import Arch
 from kpctl.inspect.kcore import hidden_addresses_error
 from kpctl.inspect.report import KprobeOnFunction, Report
 from kpctl.model import Probe, Target, parse_target
+from kpctl.owners import Owners
+from kpctl.sessions import session_of
 from kpctl.symbols import KernelSymbols
 from kpctl.tracefs import KprobeState
-
-INSPECT_GROUP = "kpctl_inspect"  # inspect --arm's own group (and instance prefix): user probes stay untouched
 
 
 def parse_inspect_target(text: str) -> Target:
@@ -63,8 +63,10 @@ def kprobes_on_ftrace(symbols: KernelSymbols) -> bool:
 
 
 def probes_on(report: Report, states: Sequence[KprobeState], defined: Sequence[Probe],
-              owner_group: str, elsewhere: Sequence[ProbeInfo] = ()) -> list[KprobeOnFunction]:
-    """The kprobes on report's function, each with its owner.
+              owner_group: str, elsewhere: Sequence[ProbeInfo] = (), owners: Owners | None = None,
+              ) -> list[KprobeOnFunction]:
+    """The kprobes on report's function, each with its owner: for kpctl's, the command
+    and pid that made a short-lived one (by its name, or by its owner record).
 
     defined is every probe of kprobe_events (any group); elsewhere kpctl's probes of
     other backends. A kprobe in neither was made through perf_event_open(), by BPF or by
@@ -75,26 +77,27 @@ def probes_on(report: Report, states: Sequence[KprobeState], defined: Sequence[P
     others = [i for i in elsewhere if i.address is not None]
     found = []
     for state in states:
-        symbol, _, offset_text = state.where.partition("+")
+        symbol = state.where.partition("+")[0]
         if not (start <= state.address < end or (state.address == 0 and symbol == report.function)):
             continue
-        offset = int(offset_text, 16) if offset_text else 0
         owner = "not in tracefs: perf_event_open (perf, BPF) or another module"
-        match = next((p for p in unclaimed if _same_place(p, symbol, offset, state)), None)
+        match = next((p for p in unclaimed if state.holds(p)), None)
         if match is not None:
             unclaimed.remove(match)
-            whose = "kpctl" if match.group in (owner_group, INSPECT_GROUP) else "another tool"
-            owner = f"{whose}: tracefs {match.group}/{match.event}"
+            group, event = match.group or "", match.event or ""
+            whose = _kpctl(group, event, owners) or ("kpctl" if group == owner_group else "another tool")
+            owner = f"{whose}: tracefs {group}/{event}"
         elif (other := next((i for i in others if (i.address, i.probe.is_return) == (state.address, state.is_return)), None)):
             others.remove(other)
-            owner = f"kpctl: backend {other.backend}, probe {other.name}"
+            owner = f"{_kpctl(owner_group, other.name, owners) or 'kpctl'}: backend {other.backend}, probe {other.name}"
         found.append(KprobeOnFunction(state.where, state.address, state.is_return, state.flags, owner))
     return found
 
 
-def _same_place(probe: Probe, symbol: str, offset: int, state: KprobeState) -> bool:
-    if probe.is_return != state.is_return:
-        return False
-    if probe.target.address is not None:
-        return probe.target.address == state.address
-    return probe.target.symbol == symbol and probe.target.offset == offset
+def _kpctl(group: str, event: str, owners: Owners | None) -> str | None:
+    """'kpctl COMMAND (pid PID)' when a kpctl process made group/event for itself."""
+    session = session_of(event, group) or session_of(group)
+    if session is not None:
+        return f"kpctl {session}"
+    owner = owners.owner(group, event) if owners is not None else None
+    return f"kpctl {owner}" if owner is not None else None

@@ -14,8 +14,9 @@ from kpctl.inspect.code import code_lines, offset_refusal
 from kpctl.inspect.disasm import boundaries_of, disassemble
 from kpctl.inspect.render import render_text, to_json
 from kpctl.inspect.report import Report, ReturnTrip, Step
-from kpctl.inspect.target import INSPECT_GROUP, probes_on
+from kpctl.inspect.target import probes_on
 from kpctl.model import Probe, Target, parse_probe
+from kpctl.sessions import INSPECT_GROUP
 from kpctl.symbols import KernelSymbols
 from kpctl.tracefs import parse_kprobe_list
 
@@ -82,12 +83,29 @@ def test_probes_on_the_function_and_their_owners() -> None:
     probes = probes_on(_report(), states, defined, "kpctl", elsewhere)
     assert [(p.where, p.owner) for p in probes] == [
         ("vfs_read+0x0", "kpctl: tracefs kpctl/vfs_read"),
-        ("vfs_read+0x5", f"kpctl: tracefs {INSPECT_GROUP}/p42"),
+        ("vfs_read+0x5", f"kpctl inspect --arm (pid 42): tracefs {INSPECT_GROUP}/p42"),
         ("vfs_read+0x0", "another tool: tracefs other/ret"),
         ("vfs_read+0x9", "kpctl: backend kmod, probe reads"),
     ]
     alone = probes_on(_report(), states[:1], [], "kpctl")
     assert alone[0].owner.startswith("not in tracefs: perf_event_open")
+
+
+def test_a_short_lived_probe_is_named_by_its_command_and_pid_also_past_endbr(tmp_path: Path) -> None:
+    """x86 kernels with IBT list a probe at +0 at +0x4: it is still the count's, or the
+    trace's whose owner record says so, never another tool's."""
+    from kpctl.owners import Owners
+
+    states = parse_kprobe_list(f"{BASE + 4:x}  k  vfs_read+0x4    [FTRACE]\n{BASE + 4:x}  r  vfs_read+0x4    [FTRACE]\n")
+    defined = [parse_probe("p:kpctl_count_77/vfs_read vfs_read"), parse_probe("r10:kpctl/traced vfs_read")]
+    owners = Owners(tmp_path / "owners", tmp_path)
+    (tmp_path / "owners" / "kpctl").mkdir(parents=True)
+    (tmp_path / "owners" / "kpctl" / "traced").write_text('{"what": "trace", "pid": 7, "start": 1}')
+    probes = probes_on(_report(), states, defined, "kpctl", owners=owners)
+    assert [(p.where, p.owner) for p in probes] == [
+        ("vfs_read+0x4", "kpctl count (pid 77): tracefs kpctl_count_77/vfs_read"),
+        ("vfs_read+0x4", "kpctl trace (pid 7): tracefs kpctl/traced"),
+    ]
 
 
 def test_symbol_table_sizes_and_names(tmp_path: Path) -> None:

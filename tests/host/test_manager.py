@@ -13,8 +13,9 @@ import pytest
 from kpctl.backends.base import ProbeInfo, ProbeStats
 from kpctl.errors import KpctlError, ProbeExistsError, ProbeNotFoundError
 from kpctl.hits import ProbeNamer
-from kpctl.manager import WATCH_INSTANCE_PREFIX, ProbeManager, short_lived
+from kpctl.manager import ProbeManager, short_lived
 from kpctl.model import Probe, Target
+from kpctl.sessions import watch_instance
 from kpctl.signals import StopRequested
 from kpctl.tracefs import KPCTL_INSTANCE, Tracefs
 from kpctl.watch import HitSource, TracePipeSource
@@ -150,7 +151,7 @@ def _first_watch(manager: ProbeManager) -> int:
 
 
 def test_a_second_watch_reads_an_instance_of_its_own_and_removes_it(both: ProbeManager) -> None:
-    own = f"instances/{WATCH_INSTANCE_PREFIX}{os.getpid()}"
+    own = f"instances/{watch_instance()}"
     fd = _first_watch(both)
     try:
         with both.reading() as sources:
@@ -162,7 +163,7 @@ def test_a_second_watch_reads_an_instance_of_its_own_and_removes_it(both: ProbeM
 
 
 def test_a_killed_watchs_instance_is_removed_by_the_next(both: ProbeManager) -> None:
-    stale, alive = (f"instances/{WATCH_INSTANCE_PREFIX}{pid}" for pid in (999999, 4242))
+    stale, alive = (f"instances/{watch_instance(pid)}" for pid in (999999, 4242))
     both.tracefs.make_instance(stale)
     both.tracefs.make_instance(alive)
     (both.tracefs.proc / "4242").mkdir()

@@ -27,8 +27,9 @@ from kpctl.inspect.arm import Arming
 from kpctl.inspect.disasm import ARM64_KPROBE_BRK, X86_INT3, X86_JMP32, Arch, host_arch
 from kpctl.inspect.inspector import Inspector
 from kpctl.inspect.report import Report, Step
-from kpctl.inspect.target import INSPECT_GROUP, kprobes_on_ftrace
+from kpctl.inspect.target import kprobes_on_ftrace
 from kpctl.model import Probe, Target
+from kpctl.sessions import INSPECT_GROUP
 from kpctl.tracefs import Tracefs, find_tracefs
 
 FUNCTION = "vfs_read"  # called by every read(2): the return probe sees one of ours

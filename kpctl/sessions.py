@@ -1,0 +1,71 @@
+"""The names of what a kpctl process makes in the kernel for itself alone: made here from
+(purpose, pid), and told apart here by the inverse, so that `kpctl gc` finds what a
+killed process left, and `list` and `inspect` name the command that made a probe.
+
+- count, hist and stacks (tracefs engine): group and instance kpctl_count_PID;
+- latency (tracefs engine): kpctl_lat_PID, synthetic events kpctl_lat_PID_N;
+- bench: kpctl_bench_PID, its fprobe in that group, module probes kpctl_bench_PID_N;
+- inspect --arm: events pPID (and pPID_ret) in group kpctl_inspect, instance
+  kpctl_inspect_pPID;
+- a watch beside another: instance kpctl-watch-PID.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import NamedTuple
+
+INSPECT_GROUP = "kpctl_inspect"  # inspect --arm's own group: user probes stay untouched
+# The command each purpose is, as list and inspect name it.
+COMMANDS = {"count": "count", "lat": "latency", "bench": "bench", "inspect": "inspect --arm", "watch": "watch"}
+
+_NAMES = re.compile(
+    r"kpctl_(?P<purpose>count|lat|bench)_(?P<pid>\d+)(?:_\d+)?"  # groups, instances; synthetic events, module probes
+    r"|kpctl_inspect_p(?P<inspect>\d+)"
+    r"|kpctl-watch-(?P<watch>\d+)"
+)
+_INSPECT_EVENT = re.compile(r"p(\d+)(?:_ret)?\Z")
+
+
+class Session(NamedTuple):
+    """Which kpctl process made a thing, and for what."""
+    purpose: str
+    pid: int
+
+    def __str__(self) -> str:
+        return f"{COMMANDS[self.purpose]} (pid {self.pid})"
+
+
+def session_name(purpose: str, pid: int | None = None) -> str:
+    """The group and instance of this process's (or pid's) purpose: count, lat or bench."""
+    assert purpose in ("count", "lat", "bench"), purpose
+    return f"kpctl_{purpose}_{os.getpid() if pid is None else pid}"
+
+
+def inspect_event(pid: int | None = None) -> str:
+    """inspect --arm's event in INSPECT_GROUP; its instance is INSPECT_GROUP_EVENT."""
+    return f"p{os.getpid() if pid is None else pid}"
+
+
+def watch_instance(pid: int | None = None) -> str:
+    """The instance a watch reads when another reads kpctl's own."""
+    return f"kpctl-watch-{os.getpid() if pid is None else pid}"
+
+
+WATCH_INSTANCES = "kpctl-watch-*"  # every watch_instance(), as a glob
+
+
+def session_of(name: str, group: str | None = None) -> Session | None:
+    """Whose name is: a group, an instance, a synthetic event or a module probe (group:
+    an event's group, which tells inspect's events); None for what no session made."""
+    if group == INSPECT_GROUP:
+        m = _INSPECT_EVENT.match(name)
+        return Session("inspect", int(m.group(1))) if m else None
+    m = _NAMES.fullmatch(name)
+    if m is None:
+        return None
+    if m["inspect"]:
+        return Session("inspect", int(m["inspect"]))
+    if m["watch"]:
+        return Session("watch", int(m["watch"]))
+    return Session(m["purpose"], int(m["pid"]))
