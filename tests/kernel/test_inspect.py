@@ -250,3 +250,17 @@ def test_arm_interrupted_while_adding_removes_its_instance(inspector: Inspector,
     monkeypatch.setattr(TracefsBackend, "add", add_interrupted_at_return)
     with pytest.raises(KeyboardInterrupt):
         Arming(inspector).arm(inspector.inspect(FUNCTION), wait=1)
+
+
+def test_a_running_counts_probe_is_named_by_its_command_and_pid(inspector: Inspector) -> None:
+    count = subprocess.Popen([sys.executable, "-m", "kpctl", "count", "--engine", "tracefs", "vfs_read"],
+                             cwd=Path(__file__).resolve().parents[2], text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert count.stderr is not None and "Ctrl-C ends" in count.stderr.readline(), count.communicate()
+        owners = [p.owner for p in inspector.inspect("vfs_read").probes]
+        assert f"kpctl count (pid {count.pid}): tracefs kpctl_count_{count.pid}/vfs_read" in owners, owners
+        assert not any(o.startswith(("another tool", "not in tracefs")) for o in owners), owners
+    finally:
+        count.send_signal(signal.SIGINT)
+        count.communicate(timeout=60)
