@@ -12,3 +12,7 @@ MAX_MAXACTIVE = 4096  # KRETPROBE_MAXACTIVE_MAX
 MAX_STACK_PARAM = 16384 // 8
 MAX_SYMBOL_LEN = 511  # KSYM_NAME_LEN (512) less the NUL, since 6.1
 MAX_MODULE_NAME_LEN = 55  # MODULE_NAME_LEN (64 - sizeof(unsigned long)) less the NUL
+# Dereferences nested in one fetch argument: the kernel builds each argument's fetch
+# program in FETCH_INSN_MAX (16) steps, one for the first fetch, one per dereference,
+# and the last for its end; a 15th dereference is TOO_MANY_OPS.
+MAX_DEREF_DEPTH = 14

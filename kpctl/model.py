@@ -30,6 +30,7 @@ from kpctl.errors import ProbeSyntaxError, UsageError, check_given_once, clipped
 from kpctl.limits import (
     MAX_ARG_NAME_LEN,
     MAX_ARRAY_LEN,
+    MAX_DEREF_DEPTH,
     MAX_EVENT_NAME_LEN,
     MAX_MAXACTIVE,
     MAX_MODULE_NAME_LEN,
@@ -55,26 +56,30 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SYMBOL = r"[A-Za-z_.][A-Za-z0-9_.$]*"
 _TARGET = re.compile(
     rf"(?:(?P<module>[A-Za-z0-9_-]+):)?(?P<symbol>{_SYMBOL})"
-    r"(?:\+(?P<offset>0[xX][0-9a-fA-F]+|\d+))?(?P<ret>%return)?\Z"
+    r"(?:\+(?P<offset>0[xX][0-9a-fA-F]+|[0-9]+))?(?P<ret>%return)?\Z"
 )
 # As much of a target as can start a valid one: where it stops is where an error points.
 _TARGET_PREFIX = re.compile(
-    rf"(?:[A-Za-z0-9_-]+:)?(?:{_SYMBOL}(?:\+(?:0[xX][0-9a-fA-F]*|\d+)?)?(?:%return)?)?"
+    rf"(?:[A-Za-z0-9_-]+:)?(?:{_SYMBOL}(?:\+(?:0[xX][0-9a-fA-F]*|[0-9]+)?)?(?:%return)?)?"
 )
-_ADDRESS = re.compile(r"(?:0[xX][0-9a-fA-F]+|\d+)\Z")
-_HEAD = re.compile(r"(?P<kind>[pr])(?P<maxactive>\d+)?(?::(?:(?P<group>[^/\s]*)/)?(?P<event>[^/\s]*))?\Z")
-_NUMBER = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F]+|\d+)")
+_ADDRESS = re.compile(r"(?:0[xX][0-9a-fA-F]+|[0-9]+)\Z")
+_HEAD = re.compile(r"(?P<kind>[pr])(?P<maxactive>[0-9]+)?(?::(?:(?P<group>[^/\s]*)/)?(?P<event>[^/\s]*))?\Z")
+_NUMBER = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F]+|[0-9]+)")
 # BTF field access after an argument: $arg1->f_path.dentry, skb->len (v6.7, commit 302db0f5b3d8).
 _ACCESS = re.compile(r"(?:(?:->|\.)[A-Za-z_][A-Za-z0-9_]*)*")
 _ARG_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
-_BITFIELD = re.compile(r"b(\d+)@(\d+)/(\d+)\Z")
-_TYPE = re.compile(r"(?P<base>[A-Za-z%][A-Za-z0-9_@/]*)(?:\[(?P<array>\d+)\])?\Z")
+_BITFIELD = re.compile(r"b([0-9]+)@([0-9]+)/([0-9]+)\Z")
+# What the kernel's isspace() takes for a space, byte by byte (lib/ctype.c: 0xa0 too).
+_KERNEL_SPACE = frozenset(b"\t\n\v\f\r \xa0")
+_TYPE = re.compile(r"(?P<base>[A-Za-z%][A-Za-z0-9_@/]*)(?:\[(?P<array>[0-9]+)\])?\Z")
 
 
 def _number(text: str, line: str, at: int, base: int = 0) -> int:
     """A number of the spec as the kernel reads it (kstrtoul(): base 0 takes 0x for hex
     and a leading 0 for octal), refused beyond 64 bits before Python converts it (a
-    number of 100,000 digits costs seconds, and one of more than 4,300 raises)."""
+    number of 100,000 digits costs seconds, and one of more than 4,300 raises). Digits
+    are ASCII, as the kernel's: the patterns say [0-9], never \\d, which takes any
+    script's digits (int() reads the Arabic-Indic one as 1)."""
     digits = text.lstrip("+-")
     if len(digits) > 24:
         raise ProbeSyntaxError("a number is 64 bits at most", line, at)
@@ -308,11 +313,23 @@ def format_removal(group: str, event: str) -> str:
     return f"-:{group}/{event}"
 
 
+def _check_utf8(text: str, what: str) -> None:
+    """UsageError for text holding bytes that are not UTF-8 (Python keeps those of a
+    command line as lone surrogates): no line to the kernel carries them, nor can an
+    error mark a column in them."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise UsageError(f"{what} is not UTF-8 text: {clipped(text)}") from None
+
+
 def parse_probe(line: str) -> Probe:
     """Parse one kprobe_events line, as written by a user or printed back by the kernel.
 
     Raises ProbeSyntaxError pointing at the byte where the line goes wrong.
     """
+    _check_utf8(line, "a probe definition")
     tokens = [(m.group(), m.start()) for m in re.finditer(r"\S+", line)]
     if not tokens:
         raise ProbeSyntaxError("empty probe definition", line, 0)
@@ -347,6 +364,7 @@ def parse_probe(line: str) -> Probe:
 
 def parse_target(text: str, line: str | None = None, at: int = 0) -> tuple[Target, bool]:
     """Parse ``[MOD:]SYM[+OFFS][%return]`` or an address; True when ``%return`` was given."""
+    _check_utf8(text, "a target")
     line = text if line is None else line
     if _ADDRESS.match(text):
         return Target(address=_number(text, line, at)), False
@@ -363,6 +381,7 @@ def parse_target(text: str, line: str | None = None, at: int = 0) -> tuple[Targe
 
 def parse_fetch_arg(text: str, line: str | None = None, at: int = 0) -> FetchArg:
     """Parse ``[NAME=]FETCH[:TYPE]``; at is text's byte offset in line, for errors."""
+    _check_utf8(text, "a fetch argument")
     line = text if line is None else line
     name = None
     named = _ARG_NAME.match(text)
@@ -396,7 +415,7 @@ def parse_type(text: str, line: str | None = None, at: int = 0) -> ArgType:
         raise ProbeSyntaxError(f"an array has 1 to {MAX_ARRAY_LEN} elements", line, at + match.start("array"))
     bits = _BITFIELD.match(base)
     if bits:
-        width, offset, container = map(int, bits.groups())
+        width, offset, container = (_number(n, line, at, 10) for n in bits.groups())
         if container not in (8, 16, 32, 64) or width < 1 or width + offset > container:
             raise ProbeSyntaxError("a bitfield's container is 8, 16, 32 or 64 bits, and holds its width at its offset",
                                    line, at)
@@ -409,8 +428,9 @@ def parse_type(text: str, line: str | None = None, at: int = 0) -> ArgType:
     return ArgType(base=base, array=array)
 
 
-def _parse_fetch(text: str, pos: int, line: str, at: int) -> tuple[Fetch, int]:
-    """Parse one fetch expression of text from pos; return it and the position after it."""
+def _parse_fetch(text: str, pos: int, line: str, at: int, depth: int = 0) -> tuple[Fetch, int]:
+    """Parse one fetch expression of text from pos, inside depth dereferences; return it
+    and the position after it."""
     rest = text[pos:]
     error_at = at + pos
     if rest.startswith("%"):
@@ -419,7 +439,7 @@ def _parse_fetch(text: str, pos: int, line: str, at: int) -> tuple[Fetch, int]:
             raise ProbeSyntaxError("a register is %NAME, such as %di or %x0", line, error_at)
         return Register(match.group(1)), pos + match.end()
     if rest.startswith("@"):
-        match = re.match(rf"@(?:(0[xX][0-9a-fA-F]+|\d+)|({_SYMBOL})([+-](?:0[xX][0-9a-fA-F]+|\d+))?)", rest)
+        match = re.match(rf"@(?:(0[xX][0-9a-fA-F]+|[0-9]+)|({_SYMBOL})([+-](?:0[xX][0-9a-fA-F]+|[0-9]+))?)", rest)
         if match is None:
             raise ProbeSyntaxError("memory is @ADDRESS or @SYMBOL[+|-OFFSET]", line, error_at)
         if match.group(1):
@@ -429,16 +449,25 @@ def _parse_fetch(text: str, pos: int, line: str, at: int) -> tuple[Fetch, int]:
     if rest.startswith("$"):
         return _parse_variable(rest, pos, line, error_at)
     if rest.startswith("\\"):
-        match = re.match(r'\\("[^"]*"|[+-]?(?:0[xX][0-9a-fA-F]+|\d+))', rest)
+        match = re.match(r'\\("[^"]*"|[+-]?(?:0[xX][0-9a-fA-F]+|[0-9]+))', rest)
         if match is None:
             raise ProbeSyntaxError('an immediate is \\NUMBER or \\"STRING"', line, error_at)
-        return Immediate(match.group(1)), pos + match.end()
+        value = match.group(1)
+        if not value.startswith('"'):
+            _number(value, line, error_at + 1)
+        elif not all(c.isprintable() and not _KERNEL_SPACE.intersection(c.encode()) for c in value):
+            # The kernel splits a command at its spaces (argv_split()): the string would be cut.
+            raise ProbeSyntaxError("a string immediate holds no spaces nor control characters", line, error_at)
+        return Immediate(value), pos + match.end()
     if rest[:1] in ("+", "-"):
-        match = re.match(r"([+-])(u?)(0[xX][0-9a-fA-F]+|\d+)\(", rest)
+        match = re.match(r"([+-])(u?)(0[xX][0-9a-fA-F]+|[0-9]+)\(", rest)
         if match is None:
             raise ProbeSyntaxError("a dereference is +|-[u]OFFSET(FETCHARG)", line, error_at)
         offset = _number(match.group(3), line, error_at) * (-1 if match.group(1) == "-" else 1)
-        base, end = _parse_fetch(text, pos + match.end(), line, at)
+        if depth == MAX_DEREF_DEPTH:
+            raise ProbeSyntaxError(f"dereferences nest {MAX_DEREF_DEPTH} deep at most (the kernel's fetch program)",
+                                   line, error_at)
+        base, end = _parse_fetch(text, pos + match.end(), line, at, depth + 1)
         if text[end:end + 1] != ")":
             raise ProbeSyntaxError("dereference brace is not closed", line, at + end)
         return Dereference(offset, base, user=bool(match.group(2))), end + 1
@@ -451,7 +480,7 @@ def _parse_fetch(text: str, pos: int, line: str, at: int) -> tuple[Fetch, int]:
 
 
 def _parse_variable(rest: str, pos: int, line: str, error_at: int) -> tuple[Fetch, int]:
-    match = re.match(r"\$(stack|arg|retval|comm|COMM)(\d+|\*)?", rest)
+    match = re.match(r"\$(stack|arg|retval|comm|COMM)([0-9]+|\*)?", rest)
     if match is None:
         raise ProbeSyntaxError("unknown $-variable ($argN, $arg*, $retval, $stack, $stackN, $comm)", line, error_at)
     var, index = match.group(1), match.group(2)
@@ -576,12 +605,14 @@ def probes_from_targets(
     check_name(group, "group")
     if maxactive is not None and not 0 <= maxactive <= MAX_MAXACTIVE:
         raise UsageError(f"maxactive is 0 to {MAX_MAXACTIVE}, not {maxactive}")
+    places = [parse_target(text) for text in texts]
+    for text, (place, _) in zip(texts, places):
+        _check_target(place, text)
+    # After the length checks: its message quotes a target whole.
     check_given_once(texts, "target", "each target makes one probe: give it once")
     args = tuple(parse_fetch_arg(text) for text in fetchargs)
     probes = []
-    for text in texts:
-        place, is_return = parse_target(text)
-        _check_target(place, text)
+    for text, (place, is_return) in zip(texts, places):
         is_return = is_return or ret
         if maxactive is not None and not is_return:
             raise UsageError("maxactive applies to return probes only", f"make it a return probe: {clipped(text)}%return")

@@ -34,6 +34,8 @@ _SET_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 MAX_SET_BYTES = 1 << 20
 MAX_SET_DEPTH = 32
 MAX_SET_NODES = 100_000
+# The longest integer a set may hold: 64 bits in binary, with room for a sign and '_'s.
+_MAX_INT_CHARS = 100
 _SET_FIELDS = {"name", "owner", "group", "probes"}
 _PROBE_FIELDS = {"target", "name", "kind", "args", "filter", "maxactive", "backend", "enabled"}
 
@@ -78,9 +80,10 @@ def read_probe_set(path: str, stdin: BinaryIO) -> str:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         except OSError as e:
             raise ProbeSetError(f"{clipped_path(path)}: cannot read it: {e.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen(), which refuses a directory itself
+            os.close(fd)
+            raise ProbeSetError(f"{clipped_path(path)}: not a regular file", "give a YAML file, or - for stdin")
         with os.fdopen(fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ProbeSetError(f"{clipped_path(path)}: not a regular file", "give a YAML file, or - for stdin")
             try:
                 data = file.read(MAX_SET_BYTES + 1)
             except OSError as e:
@@ -124,9 +127,18 @@ def _loader(source: str) -> Any:
                 children = (node.value if isinstance(node, yaml.SequenceNode)
                             else [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
                 sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
-                if sizes[id(node)] > MAX_SET_NODES:
+                # And the nodes made so far: a flat list of a million values is refused
+                # at its 100,001st, not after YAML has read them all.
+                if sizes[id(node)] > MAX_SET_NODES or len(sizes) > MAX_SET_NODES:
                     raise ProbeSetError(f"{source}:{line}: more than {MAX_SET_NODES} values, aliases expanded")
             return node
+
+        def construct_yaml_int(self, node: Any) -> Any:
+            length = len(node.value)
+            if length > _MAX_INT_CHARS:  # int() takes seconds over 100,000 digits, and refuses 4,300
+                raise ProbeSetError(f"{source}:{node.start_mark.line + 1}: a number {length} characters long: "
+                                    "no field takes one")
+            return super().construct_yaml_int(node)
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             mapping = _Located(super().construct_mapping(node, deep=deep))
@@ -141,6 +153,7 @@ def _loader(source: str) -> Any:
             return mapping
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, Loader.construct_mapping)
+    Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
     return yaml, Loader
 
 
