@@ -52,8 +52,9 @@ def mark_column(line: str, byte_offset: int) -> str:
     The kernel counts positions in bytes (trace_probe_log_err()); a caret placed by
     character count would drift after any non-ASCII byte.
     """
-    before = _shown(line.encode()[:byte_offset].decode(errors="replace"))
-    after = _shown(line.encode()[byte_offset:].decode(errors="replace"))
+    encoded = line.encode(errors="surrogateescape")  # a command line's bytes need not be UTF-8
+    before = _shown(encoded[:byte_offset].decode(errors="replace"))
+    after = _shown(encoded[byte_offset:].decode(errors="replace"))
     if len(before) > _MARK_CONTEXT:
         before = "..." + before[-_MARK_CONTEXT:]
     if len(after) > _MARK_CONTEXT:

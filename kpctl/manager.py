@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from kpctl.backends.base import ProbeBackend, ProbeInfo, ProbeStats
-from kpctl.errors import ProbeExistsError, ProbeNotFoundError, UsageError, check_given_once, check_probe_names
+from kpctl.errors import ProbeExistsError, ProbeNotFoundError, UsageError, check_given_once, check_probe_names, clipped
 from kpctl.model import Probe
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND, backend_type
 from kpctl.sessions import WATCH_INSTANCES, session_of, watch_instance
@@ -289,7 +289,8 @@ def expand_targets(symbols: KernelSymbols, targets: Sequence[str], limit: int) -
             reasons = set(skipped.values())
             why = (f": {len(skipped)} match, and {reasons.pop()}" if len(reasons) == 1
                    else f": {len(skipped)} match, none can be probed" if skipped else "")
-            raise ProbeNotFoundError(f"no probeable function matches {pattern}{why}", f"see: kpctl funcs '{pattern}'")
+            raise ProbeNotFoundError(f"no probeable function matches {clipped(pattern)}{why}",
+                                     f"see: kpctl funcs '{clipped(pattern)}'")
         expanded.extend(name + target[len(pattern):] for name in kept)
         left.update(skipped)
     if len(expanded) > limit:

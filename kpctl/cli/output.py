@@ -12,8 +12,8 @@ from kpctl.errors import KpctlError, UsageError, clipped
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-# The most of a message or a hint line the CLI prints: a path (4096) and some words.
-_MESSAGE_LIMIT = 4400
+# The most of a message or of a hint's line the CLI prints.
+_MESSAGE_LIMIT = 1000
 
 
 class KpctlFailure(click.ClickException):
@@ -54,6 +54,8 @@ class KpctlGroup(click.Group):
             except KpctlError as e:
                 raise (KpctlUsageFailure if isinstance(e, UsageError) else KpctlFailure)(e) from e
         except click.ClickException as e:
+            # click quotes what was typed, 5,000 digits too: its message is bounded as ours.
+            e.message = clipped(e.message, _MESSAGE_LIMIT)  # type: ignore[misc]
             if ctx.meta.get(_JSON_META):
                 error, hint = (e.message, e.hint) if isinstance(e, KpctlFailure) else (e.format_message(), None)
                 print_json({"error": error, "hint": hint, "exit_status": e.exit_code})
