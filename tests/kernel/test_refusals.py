@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from conftest import require
 
 from kpctl.cli.main import cli
+from kpctl.limits import MAX_DEREF_DEPTH
 from kpctl.tracefs import Tracefs, find_tracefs
 
 # Specs the kernels take, each an argv after `kpctl add`; the mutations start from them.
@@ -106,3 +107,12 @@ def test_every_refused_spec_is_one_error_line_and_leaves_the_kernel_as_it_was(tr
         refused[result.exit_code] += 1
     # The seed makes both kinds: kpctl's own refusals and the kernel's.
     assert refused[1] >= 5 and refused[2] >= 50, refused
+
+
+def test_the_deepest_dereference_kpctl_allows_is_one_the_kernel_takes(tracefs: Tracefs, clean: None) -> None:
+    deepest = "x=" + "+0(" * MAX_DEREF_DEPTH + "$stack" + ")" * MAX_DEREF_DEPTH
+    result = CliRunner().invoke(cli, ["add", "vfs_read", deepest, "--disabled"])
+    assert result.exit_code == 0, result.output
+    assert CliRunner().invoke(cli, ["rm", "vfs_read"]).exit_code == 0
+    deeper = "x=" + "+0(" * (MAX_DEREF_DEPTH + 1) + "$stack" + ")" * (MAX_DEREF_DEPTH + 1)
+    assert CliRunner().invoke(cli, ["add", "vfs_read", deeper]).exit_code == 2
