@@ -79,32 +79,30 @@ def test_rows_show_cost_check_and_why_not() -> None:
         ("812", "ok", "FTRACE"), ("1500", "590 of 600", ""), ("-", "", "not measured: kpctl_kmod has no BTF")]
 
 
-def test_without_kprobe_events_every_kprobe_row_says_why(tmp_path: Path) -> None:
-    class Driver(bench.Driver):
-        symbol, module, description = "kpctl_bench_target", None, "a stand-in"
+class StandInDriver(bench.Driver):
+    symbol, module, description = "kpctl_bench_target", None, "a stand-in"
 
-        def run(self, calls: int) -> int:
-            return 10 * calls
+    def run(self, calls: int) -> int:
+        return 10 * calls
 
+
+def rows_without_kprobe_events(tmp_path: Path, proc: Path = Path("/proc")) -> dict[str, bench.Row]:
+    """bench's rows on a tracefs with no kprobe events (and the given /proc)."""
     (tmp_path / "instances").mkdir()
     (tmp_path / "README").write_text("tracing mini-HOWTO:\n")
-    rows = {r.mechanism: r for r in bench.run_bench(bench.Bench(Tracefs(tmp_path, debugfs=tmp_path), Driver(), 10, 2))}
+    tracefs = Tracefs(tmp_path, debugfs=tmp_path, proc=proc)
+    return {r.mechanism: r for r in bench.run_bench(bench.Bench(tracefs, StandInDriver(), 10, 2))}
+
+
+def test_without_kprobe_events_every_kprobe_row_says_why(tmp_path: Path) -> None:
+    rows = rows_without_kprobe_events(tmp_path)
     for name in ("kprobe event, disabled", "kprobe at +0 (tracefs)", "kprobe at an offset, int3/BRK", "kretprobe (tracefs)"):
         assert rows[name].detail == "this kernel has no kprobe events (CONFIG_KPROBE_EVENTS)"
     assert list((tmp_path / "instances").iterdir()) == []
 
 
 def test_module_rows_on_a_kernel_without_modules_say_that_not_to_build_the_module(tmp_path: Path) -> None:
-    class Driver(bench.Driver):
-        symbol, module, description = "kpctl_bench_target", None, "a stand-in"
-
-        def run(self, calls: int) -> int:
-            return 10 * calls
-
-    (tmp_path / "instances").mkdir()
-    (tmp_path / "README").write_text("tracing mini-HOWTO:\n")
-    tracefs = Tracefs(tmp_path, debugfs=tmp_path, proc=tmp_path / "proc")  # no /proc/modules: no CONFIG_MODULES
-    rows = {r.mechanism: r for r in bench.run_bench(bench.Bench(tracefs, Driver(), 10, 2))}
+    rows = rows_without_kprobe_events(tmp_path, proc=tmp_path / "proc")  # no /proc/modules: no CONFIG_MODULES
     module_rows = [r for name, r in rows.items() if "module" in name]
     assert module_rows and all(r.detail == "needs the module, and this kernel cannot load modules (CONFIG_MODULES)"
                                for r in module_rows)
