@@ -80,7 +80,8 @@ static int kpctl_fill_probe(struct sk_buff *skb, struct kpctl_probe *p,
 	    nla_put_u64_64bit(skb, KPCTL_A_ADDR, (unsigned long)kp->addr, KPCTL_A_PAD) ||
 	    nla_put_u64_64bit(skb, KPCTL_A_HITS, atomic64_read(&p->hits), KPCTL_A_PAD) ||
 	    nla_put_u64_64bit(skb, KPCTL_A_NMISSED, kp->nmissed, KPCTL_A_PAD) ||
-	    nla_put_u32(skb, KPCTL_A_FLAGS, READ_ONCE(kp->flags)))
+	    nla_put_u32(skb, KPCTL_A_FLAGS,
+			READ_ONCE(kp->flags) | (p->stuck ? KPCTL_FLAG_STUCK : 0)))
 		goto cancel;
 	if (p->kind == KPCTL_KIND_RETURN) {
 		if (nla_put_u32(skb, KPCTL_A_MAXACTIVE, p->rp.maxactive) ||
@@ -152,7 +153,7 @@ static int kpctl_cmd_add(struct sk_buff *skb, struct genl_info *info)
 		err = kpctl_reply_probe(info, p);
 		/* A probe the caller never heard of would only leak: undo it. */
 		if (err)
-			kpctl_probe_remove(p);
+			kpctl_probe_remove(p, NULL);
 	}
 	mutex_unlock(&kpctl_lock);
 	return err;
@@ -196,8 +197,7 @@ static int kpctl_on_probe(struct sk_buff *skb, struct genl_info *info,
 
 static int kpctl_remove(struct genl_info *info, struct kpctl_probe *p)
 {
-	kpctl_probe_remove(p);
-	return 0;
+	return kpctl_probe_remove(p, info->extack);
 }
 
 static int kpctl_enable(struct genl_info *info, struct kpctl_probe *p)

@@ -28,6 +28,7 @@ struct kpctl_probe {
 	atomic64_t hits;
 	atomic64_t post_hits;
 	atomic64_t ret_hits;
+	bool stuck;			/* the kernel kept it after unregistering: never freed */
 };
 
 /* What KPCTL_CMD_ADD asks for, validated by the netlink policy. */
@@ -55,7 +56,7 @@ static inline struct kprobe *kpctl_kprobe(struct kpctl_probe *p)
 struct kpctl_probe *kpctl_probe_find(u32 id);
 struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 				    struct netlink_ext_ack *extack);
-void kpctl_probe_remove(struct kpctl_probe *p);
+int kpctl_probe_remove(struct kpctl_probe *p, struct netlink_ext_ack *extack);
 int kpctl_probe_set_enabled(struct kpctl_probe *p, bool enabled,
 			    struct netlink_ext_ack *extack);
 

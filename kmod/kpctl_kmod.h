@@ -18,6 +18,8 @@
 #define KPCTL_BENCH_RECURSIVE	"kpctl_bench_recursive"	/* ... with a DEPTH */
 #define KPCTL_BENCH_DEPTH_MAX	16	/* its recursion: stack stays small */
 #define KPCTL_BENCH_SECONDS_MAX	60	/* a longer KPCTL_CMD_BENCH stops with ETIME */
+/* In KPCTL_A_FLAGS beside KPROBE_FLAG_*: the kernel kept the probe after unregistering it. */
+#define KPCTL_FLAG_STUCK	0x80000000
 
 enum kpctl_cmd {
 	KPCTL_CMD_UNSPEC,

@@ -435,20 +435,41 @@ struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 	return p;
 }
 
-/* Waits for running handlers (unregister_k*probe() synchronizes RCU) before the free. */
-void kpctl_probe_remove(struct kpctl_probe *p)
+/*
+ * Waits for running handlers (unregister_k*probe() synchronizes RCU) before the free.
+ * unregister_kprobes() and unregister_kretprobes() set the address of a probe that
+ * __unregister_kprobe_top() could not take out of the kernel's table (its disarm
+ * failed: an ftrace ops mismatch, a dead ftrace) to NULL, and return nothing: the
+ * kernel may still call its handlers, so such a probe is never freed; it stays listed
+ * as stuck, and pins the module, whose code the handlers are.
+ */
+int kpctl_probe_remove(struct kpctl_probe *p, struct netlink_ext_ack *extack)
 {
 	lockdep_assert_held(&kpctl_lock);
+	if (p->stuck) {
+		NL_SET_ERR_MSG(extack, "the kernel still holds this probe (see dmesg): it stays");
+		return -EBUSY;
+	}
 	if (p->kind == KPCTL_KIND_RETURN)
 		unregister_kretprobe(&p->rp);
 	else
 		unregister_kprobe(&p->kp);
+	if (!kpctl_kprobe(p)->addr) {
+		p->stuck = true;
+		__module_get(THIS_MODULE);
+		pr_warn("kpctl_kmod: the kernel kept probe %s after unregistering it: "
+			"it stays, and the module with it\n", p->name);
+		kpctl_generation_inc();
+		NL_SET_ERR_MSG(extack, "the kernel kept the probe after unregistering it (see dmesg): it stays");
+		return -EBUSY;
+	}
 	list_del(&p->node);
 	kpctl_nr_probes--;
 	if (p->kind == KPCTL_KIND_RETURN)
 		kpctl_nr_instances -= p->rp.maxactive;
 	kpctl_generation_inc();
 	kfree(p);
+	return 0;
 }
 
 int kpctl_probe_set_enabled(struct kpctl_probe *p, bool enabled,
@@ -458,6 +479,10 @@ int kpctl_probe_set_enabled(struct kpctl_probe *p, bool enabled,
 	int err;
 
 	lockdep_assert_held(&kpctl_lock);
+	if (p->stuck) {
+		NL_SET_ERR_MSG(extack, "the kernel still holds this probe (see dmesg): it stays");
+		return -EBUSY;
+	}
 	err = enabled ? enable_kprobe(kpctl_kprobe(p)) :
 			disable_kprobe(kpctl_kprobe(p));
 	if (err == -EINVAL)
@@ -473,7 +498,12 @@ void kpctl_probes_remove_all(void)
 	struct kpctl_probe *p, *tmp;
 
 	mutex_lock(&kpctl_lock);
+	/*
+	 * A stuck probe pins the module, so none is left by the time it unloads, unless
+	 * one sticks right here: then nothing can keep its handlers' code, and it is only
+	 * not freed.
+	 */
 	list_for_each_entry_safe(p, tmp, &kpctl_probes, node)
-		kpctl_probe_remove(p);
+		kpctl_probe_remove(p, NULL);
 	mutex_unlock(&kpctl_lock);
 }

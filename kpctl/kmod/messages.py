@@ -44,6 +44,7 @@ class KprobeFlag(IntFlag):
     OPTIMIZED = 4
     FTRACE = 8
     ON_FUNC_ENTRY = 16
+    STUCK = 0x80000000  # kpctl_kmod's own (KPCTL_FLAG_STUCK): the kernel kept it after unregistering it
 
 
 class KpctlMsg(genlmsg):  # type: ignore[misc]  # pyroute2 has no type information

@@ -62,6 +62,7 @@ def test_limits_match_the_module() -> None:
     assert (int(defines["KPCTL_NAME_MAX"]), int(defines["KPCTL_MAXACTIVE_MAX"]), int(defines["KPCTL_BENCH_MAX"]),
             int(defines["KPCTL_BENCH_DEPTH_MAX"]), int(defines["KPCTL_BENCH_SECONDS_MAX"])) == (
         messages.NAME_MAX, messages.MAXACTIVE_MAX, messages.BENCH_MAX, messages.BENCH_DEPTH_MAX, messages.BENCH_SECONDS_MAX)
+    assert int(defines["KPCTL_FLAG_STUCK"], 16) == messages.KprobeFlag.STUCK
     assert defines["KPCTL_BENCH_TARGET"] == f'"{messages.BENCH_TARGET}"'
     assert defines["KPCTL_BENCH_RECURSIVE"] == f'"{messages.BENCH_RECURSIVE}"'
 
