@@ -37,14 +37,16 @@ KNOWN_BAD = [
     ["vfs_read", "x=%nosuchreg"], ["no_such_function_kpctl"], ["vfs_read+1"], ["vfs_read", "x=$arg1:string"],
     ["vfs_read", "x=" + "9" * 5000], ["vfs_read+" + "1" * 5000], ["--maxactive", "99999", "--ret", "vfs_read"],
 ]
-MUTATED = 240
+MUTATED = 200
 ALPHABET = "$%+-()@:=\\\"[]/*.0123456789abrsuxg_ ,"
 
 
 def mutate(rng: random.Random, argv: list[str]) -> list[str]:
-    """argv with one to three characters of one argument inserted, deleted or replaced."""
+    """argv with one to three characters of one argument inserted, deleted or replaced:
+    mostly a fetch argument (a target the kernel refuses costs a read of kallsyms)."""
     argv = list(argv)
-    i = rng.randrange(len(argv))
+    first_arg = (2 if argv[0] == "--ret" else 1)  # after the target
+    i = rng.randrange(len(argv)) if rng.random() < 0.15 or first_arg >= len(argv) else rng.randrange(first_arg, len(argv))
     text = argv[i]
     for _ in range(rng.randint(1, 3)):
         at = rng.randint(0, len(text))
@@ -98,10 +100,12 @@ def test_every_refused_spec_is_one_error_line_and_leaves_the_kernel_as_it_was(tr
         lines = result.output.splitlines()
         assert result.exit_code in refused, (argv, result.output)
         assert result.exception is None or isinstance(result.exception, SystemExit), (argv, result.output)
-        # One error line; click's own usage errors put their usage line before it.
-        assert [ln for ln in lines if ln.startswith("Error: ")] == [lines[-1] if "Usage:" in lines[0] else lines[0]], (
+        # One error line; before it only kpctl's notes or click's usage lines, after it the hint.
+        errors = [i for i, line in enumerate(lines) if line.startswith("Error: ")]
+        assert len(errors) == 1, (argv, result.output)
+        assert all(not line or line.startswith(("kpctl: ", "Usage: ", "Try ")) for line in lines[:errors[0]]), (
             argv, result.output)
-        assert len(result.output) < 2000 and len(lines) <= 4, (argv, result.output)
+        assert len(result.output) < 2000 and len(lines) <= 6, (argv, result.output)
         assert kernel_state(tracefs) == before, argv
         if result.exit_code == 2:  # kpctl's own refusal: the kernel was not asked
             assert tracefs.read("error_log") == errors_before, (argv, result.output)
