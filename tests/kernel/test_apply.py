@@ -76,8 +76,8 @@ def test_a_changed_probe_is_replaced_and_prune_removes_what_the_file_dropped(tra
 
 def test_a_probe_the_kernel_refuses_undoes_the_apply(tracefs: Tracefs, tmp_path: Path) -> None:
     before = tracefs.read("kprobe_events")
-    # A type kpctl leaves to the kernel to judge: the second probe fails after the first is in.
-    (tmp_path / "set.yaml").write_text(probe_set("  - target: vfs_read\n", "  - target: vfs_write\n    args: ['x=$arg1:u65']\n"))
+    # A register kpctl leaves to the kernel to judge: the second probe fails after the first is in.
+    (tmp_path / "set.yaml").write_text(probe_set("  - target: vfs_read\n", "  - target: vfs_write\n    args: ['x=%nosuchreg']\n"))
     result = CliRunner().invoke(cli, ["apply", "-f", str(tmp_path / "set.yaml")])
     assert result.exit_code == 1
     assert "kernel rejected" in result.output and "^" in result.output, result.output  # error_log's place
