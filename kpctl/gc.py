@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from kpctl.backends.tracefs import TracefsBackend
 from kpctl.errors import KpctlError
@@ -23,6 +24,9 @@ from kpctl.owners import Owners, SavedSettings
 from kpctl.registry import backend_type
 from kpctl.sessions import INSPECT_GROUP, session_of
 from kpctl.tracefs import Tracefs
+
+if TYPE_CHECKING:
+    from kpctl.backends.kmod import KmodBackend
 
 
 def _dead(name: str, proc: Path, group: str | None = None, purpose: str | None = None) -> bool:
@@ -85,7 +89,8 @@ def collect(tracefs: Tracefs, owners: Owners) -> Collected:
             if _dead(group, proc) or (group == INSPECT_GROUP and _dead(event, proc, group)):
                 dead.setdefault(group, []).append(event)
         defined = {(p.group, p.event) for p in probes}
-        module = _module_probes(tracefs)
+        module_backend = _module_backend(tracefs)
+        module = [info.name for info in module_backend.list_probes()] if module_backend is not None else []
         dead_in_module = [name for name in module if _dead(name, proc, purpose="bench")]
         for group, event, owner in owners.orphans():
             if owner.backend == "kmod":
@@ -100,16 +105,18 @@ def collect(tracefs: Tracefs, owners: Owners) -> Collected:
                     TracefsBackend(tracefs, group=group).remove([event])
         for name in dead_in_module:
             with done.removing(f"module probe {name}"):
-                backend_type("kmod").open(tracefs, "").remove([name])
-        for line in SavedSettings.beside(owners).restore_orphans():
-            done.removed.append(line)
+                assert module_backend is not None  # the names came from it
+                module_backend.remove([name])
+        if module_backend is not None:
+            module_backend.close()
+        restored, left = SavedSettings.beside(owners).restore_orphans()
+        done.removed.extend(restored)
+        done.left.extend(left)
     return done
 
 
-def _module_probes(tracefs: Tracefs) -> list[str]:
-    """The names of the module's probes, if it is loaded (only then is its client, and
-    pyroute2, imported)."""
+def _module_backend(tracefs: Tracefs) -> KmodBackend | None:
+    """The module's backend, if it is loaded (only then is its client, and pyroute2,
+    imported)."""
     kmod = backend_type("kmod")
-    if not kmod.availability(tracefs).usable:
-        return []
-    return [info.name for info in kmod.open(tracefs, "").list_probes()]
+    return cast("KmodBackend", kmod.open(tracefs, "")) if kmod.availability(tracefs).usable else None

@@ -158,13 +158,19 @@ class SavedSettings:
             setting.write_text(before)
             record_path.unlink(missing_ok=True)
 
-    def restore_orphans(self) -> list[str]:
-        """Put back what processes that are gone changed; what was put back, one line each."""
-        restored = []
+    def restore_orphans(self) -> tuple[list[str], list[str]]:
+        """Put back what processes that are gone changed: what was put back, and what
+        could not be with why (its record stays, for the next gc), one line each."""
+        restored, left = [], []
         for path, record in self._records():
             if Owner(record["what"], record["pid"], record["start"]).alive(self.proc):
                 continue
-            Path(record["setting"]).write_text(record["before"])
+            what = f"setting {record['setting']}"
+            try:
+                Path(record["setting"]).write_text(record["before"])
+            except OSError as e:
+                left.append(f"{what}: {e.strerror}")
+                continue
             path.unlink(missing_ok=True)
-            restored.append(f"setting {record['setting']} (back to {record['before']})")
-        return restored
+            restored.append(f"{what} (back to {record['before']})")
+        return restored, left

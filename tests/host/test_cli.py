@@ -521,6 +521,18 @@ def test_gc_puts_back_a_setting_a_dead_process_changed_and_leaves_a_living_ones(
     assert [p.name for p in settings.iterdir()] == ["4242-other.json"]
 
 
+def test_a_setting_gc_cannot_put_back_is_named_and_kept_for_the_next_gc(tmp_path: Path) -> None:
+    from kpctl.owners import SavedSettings
+
+    unwritable = tmp_path / "a-directory"
+    unwritable.mkdir()
+    (tmp_path / "settings").mkdir()
+    record = tmp_path / "settings" / "999999-x.json"
+    record.write_text(json.dumps({"setting": str(unwritable), "before": "1", "what": "bench", "pid": 999999, "start": 5}))
+    restored, left = SavedSettings(tmp_path / "settings", tmp_path).restore_orphans()
+    assert (restored, left) == ([], [f"setting {unwritable}: Is a directory"]) and record.exists()
+
+
 def test_a_changed_setting_is_recorded_before_it_changes_and_put_back_after(tmp_path: Path) -> None:
     from kpctl.owners import SavedSettings
 
