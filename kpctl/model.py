@@ -494,13 +494,14 @@ def _parse_variable(rest: str, pos: int, line: str, error_at: int) -> tuple[Fetc
     if var == "arg":
         if index == "*":
             return AllArguments(), pos + end
-        if index is None or _number(index, line, error_at, 10) < 1:
+        number = _number(index, line, error_at, 10) if index is not None else 0
+        if number < 1:
             raise ProbeSyntaxError("$argN counts from 1", line, error_at)
-        if _number(index, line, error_at, 10) > MAX_STACK_PARAM:
+        if number > MAX_STACK_PARAM:
             raise ProbeSyntaxError(f"$argN reaches {MAX_STACK_PARAM} at most (the kernel's stack)", line, error_at)
         access = _ACCESS.match(rest, end)
         assert access is not None
-        return FunctionArgument(int(index), access.group()), pos + access.end()
+        return FunctionArgument(number, access.group()), pos + access.end()
     if index is not None:
         raise ProbeSyntaxError(f"${var} takes no number", line, error_at + len(var) + 1)
     if var == "retval":
@@ -611,12 +612,14 @@ def probes_from_targets(
     # After the length checks: its message quotes a target whole.
     check_given_once(texts, "target", "each target makes one probe: give it once")
     args = tuple(parse_fetch_arg(text) for text in fetchargs)
+    # Once per kind of probe the targets make, not once per target (a glob makes 1000).
+    for is_return in {ret or r for _, r in places}:
+        check_fetch_args(args, is_return, fetchargs)
     probes = []
     for text, (place, is_return) in zip(texts, places):
         is_return = is_return or ret
         if maxactive is not None and not is_return:
             raise UsageError("maxactive applies to return probes only", f"make it a return probe: {clipped(text)}%return")
-        check_fetch_args(args, is_return, fetchargs)
         probes.append(Probe(
             kind="r" if is_return else "p",
             target=place,
