@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kpctl.counting import ENGINES, engine_availability
+from kpctl.counting import ENGINE_TYPES
 from kpctl.errors import KpctlError
 from kpctl.features import FEATURES, detect_features
 from kpctl.kmod import modules_supported
@@ -64,9 +64,9 @@ def run_checks(say: Callable[[str], None] | None = None) -> list[Check]:
             f"backend {kind.name}", available.usable, f"{kind.summary}; {lifetime}: {available.detail}",
             available.fix, required=kind.name == DEFAULT_BACKEND.name,
         ))
-    for engine, what in ENGINES.items():
-        available = engine_availability(Tracefs(tracefs), engine)
-        checks.append(Check(f"counting engine {engine}", available.usable, f"{what} (count, hist, latency, stacks): "
+    for engine in ENGINE_TYPES:
+        available = engine.availability(Tracefs(tracefs))
+        checks.append(Check(f"counting engine {engine.name}", available.usable, f"{engine.summary} (count, hist, latency, stacks): "
                             f"{available.detail}", available.fix, required=False))
     if (tracefs / "kprobe_events").exists():
         supported = detect_features(_read(tracefs / "README") or "")

@@ -9,12 +9,14 @@ from collections.abc import Collection, Sequence
 
 
 class KpctlError(Exception):
-    """An expected failure, with an optional hint on how to fix it."""
+    """An expected failure, with an optional hint on how to fix it, and details (a
+    verifier's log) that the CLI shows under -v."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, details: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = details
 
     def __str__(self) -> str:
         return self.message

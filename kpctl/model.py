@@ -244,6 +244,19 @@ class ArgType:
         return self.base in ("string", "ustring", "symstr", "%pd", "%pD")
 
 
+INTEGER_BITS = {f"{sign}{bits}": bits for sign in "usx" for bits in (8, 16, 32, 64)}
+
+
+def printed_value(raw: int, arg_type: ArgType | None) -> str:
+    """An argument printed as the kernel prints that type in trace_pipe."""
+    base = arg_type.base if arg_type is not None else "x64"
+    bits = INTEGER_BITS[base]
+    value = raw & ((1 << bits) - 1)
+    if base.startswith("s") and value >= 1 << (bits - 1):
+        value -= 1 << bits
+    return f"{value:#x}" if base.startswith("x") else str(value)
+
+
 @dataclass(frozen=True)
 class FetchArg:
     """One ``[NAME=]FETCH[:TYPE]`` argument of a probe."""

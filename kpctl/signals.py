@@ -2,8 +2,10 @@
 and cleanup runs to its end whatever arrives meanwhile."""
 from __future__ import annotations
 
+import os
+import select
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -53,3 +55,24 @@ def signals_held() -> Iterator[None]:
             signal.signal(signum, handler)
         if arrived:
             signal.raise_signal(arrived[0])
+
+
+@contextmanager
+def interruptible_sleep() -> Iterator[Callable[[float], None]]:
+    """A sleep that a signal always ends. time.sleep() misses a signal that lands after
+    Python last checked for one and before the sleep began: its handler then runs only
+    when the sleep ends (an hour later for a counting command). The signal's wakeup fd
+    is written by the C handler whenever it lands, so select() sees it either way."""
+    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def sleep(seconds: float) -> None:
+        if select.select([read_end], [], [], seconds)[0]:
+            os.read(read_end, 512)  # the handler itself runs once this returns to Python
+
+    try:
+        yield sleep
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(read_end)
+        os.close(write_end)

@@ -321,6 +321,8 @@ class KernelSymbols:
         return f"{text} [{s.module}]" if s.module else text
 
     def namer(self) -> Callable[[int], str | None]:
-        """name(), with the run-time code pages as they are now."""
+        """name(), with the run-time code pages as they are now; kallsyms sorted now, not
+        at the first name asked for (a counting interval's table)."""
+        self._sorted  # noqa: B018 (a cached property, computed here)
         dynamic = self.dynamic()
         return lambda address: self.name(address, dynamic)

@@ -1,255 +1,217 @@
-"""The bpf engine of `kpctl count`, `hist`, `latency` and `stacks`: one BPF program
-through bcc whose kprobes count into BPF maps (as bcc's funccount, argdist -H,
-funclatency and stackcount do). Programs and maps belong to this process: they go when
-it exits, SIGKILL included, and nothing is written to tracefs.
+"""The bpf engine of `kpctl count`, `hist`, `latency` and `stacks`: kpctl's own BPF
+programs (kpctl/ebpf/programs.py), written as instructions, loaded and attached through
+system calls: no compiler, no kernel headers, no bcc on the traced machine, and counting
+starts in milliseconds instead of seconds of LLVM.
 
-Every hit lands in one hash, keyed by probe, log2 bucket and the --by value; a full
-hash drops the hit and counts it. Latency keeps each thread's entry times per function
-and call depth, so nested and recursive calls are each timed from their own entry.
+Every hit lands in one hash keyed by probe, log2 bucket and the --by value, as in the
+bcc engine; a full hash drops the hit and counts it. Maps, programs, perf events and
+links are file descriptors of this process: they go when it exits, SIGKILL included,
+and nothing is written to tracefs.
+
+Several functions attach through one kprobe_multi link where the kernel has one
+(CONFIG_FPROBE), one perf kprobe each otherwise or when the link is refused; one
+function always gets a perf kprobe, which debug/kprobes/list shows.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+import os
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 
-from kpctl.aggregation.counts import UNITS, Count, biggest_first, split_by
-from kpctl.backends.bpf import fetch_expression, printed_value
-from kpctl.bcc_glue import compile_program
-from kpctl.errors import KpctlError, UsageError
-from kpctl.model import FetchArg, ReturnValue, parse_target
+from kpctl.aggregation.counts import UNITS, Count, counts_of, histogram_split, plain_functions, split_by
+from kpctl.ebpf.asm import GET_ATTACH_COOKIE, MOV, R0, Item, alu64, assemble, call, exit_
+from kpctl.ebpf.programs import (
+    KEY_FORMAT,
+    MAX_STACK,
+    CountMaps,
+    LatencyMaps,
+    Split,
+    count_program,
+    decode_key,
+    latency_entry,
+    latency_return,
+    this_arch,
+)
+from kpctl.ebpf.syscalls import (
+    ARRAY,
+    ATTACH_KPROBE_MULTI,
+    HASH,
+    STACK_TRACE,
+    BpfError,
+    Map,
+    attach_kprobe_multi,
+    attach_perf_event,
+    kprobe_pmu_type,
+    load_program,
+    open_kprobe,
+    supported_machine,
+)
+from kpctl.errors import UsageError
+from kpctl.model import FetchArg, ReturnValue
+from kpctl.registry import Availability
+from kpctl.tracefs import Tracefs
 
 ENGINE = "bpf"
-TABLE_SIZE = 10240  # bcc's default for a hash
+TABLE_SIZE = 10240  # entries of each hash, as bcc's default
 
-_HEAD = """
-#include <uapi/linux/ptrace.h>
-struct kpctl_key {
-    u32 probe;
-    u32 slot;       /* a log2 bucket: hist, latency */
-    u64 value;      /* what --by splits by: a tid, a cpu, a stack id, an argument */
-    char comm[16];
-};
-BPF_HASH(kpctl_counts, struct kpctl_key, u64, %(size)d);
-BPF_ARRAY(kpctl_dropped, u64, 1);
-
-/* The bucket of v as hist triggers' .log2 keys it: ilog2(roundup_pow_of_two(v)). */
-static inline u32 kpctl_log2_up(u64 v) {
-    return v <= 1 ? 0 : bpf_log2l(v - 1);
-}
-
-static inline void kpctl_count(struct kpctl_key *key) {
-    u64 zero = 0, *n = kpctl_counts.lookup_or_try_init(key, &zero);
-    if (n) {
-        __sync_fetch_and_add(n, 1);
-        return;
-    }
-    u32 first = 0;
-    u64 *dropped = kpctl_dropped.lookup(&first);
-    if (dropped)
-        __sync_fetch_and_add(dropped, 1);
-}
-"""
-
-# Only where stacks are counted: the map preallocates TABLE_SIZE stacks of up to 127
-# frames (perf_event_max_stack), about 10 MB of kernel memory.
-_STACKS = """
-BPF_STACK_TRACE(kpctl_stacks, %(size)d);
-"""
+_DEPTH_KEY, _FRAME_KEY = 8, 16  # struct sizes: see programs.CALL and programs.FRAME
 
 
-def _head(split: object) -> str:
-    return _HEAD % {"size": TABLE_SIZE} + (_STACKS % {"size": TABLE_SIZE} if split == "stack" else "")
+MULTI_LINK, PERF_KPROBES = "one kprobe_multi link", "a perf kprobe each"
 
 
-_COUNT = """
-int kpctl_probe_%(n)d(struct pt_regs *ctx) {
-    struct kpctl_key key = {};
-    key.probe = %(n)d;
-%(key)s
-    kpctl_count(&key);
-    return 0;
-}
-"""
-
-_LATENCY_HEAD = """
-struct kpctl_call { u32 tid; u32 probe; };
-struct kpctl_frame { u32 tid; u32 probe; u32 depth; u32 pad; };
-BPF_HASH(kpctl_depth, struct kpctl_call, u32, %(size)d);
-BPF_HASH(kpctl_start, struct kpctl_frame, u64, %(size)d);
-"""
-
-_LATENCY = """
-int kpctl_entry_%(n)d(struct pt_regs *ctx) {
-    struct kpctl_call call = {(u32)bpf_get_current_pid_tgid(), %(n)d};
-    u32 zero = 0, *depth = kpctl_depth.lookup_or_try_init(&call, &zero);
-    if (!depth)
-        return 0;
-    struct kpctl_frame frame = {call.tid, %(n)d, *depth, 0};
-    u64 now = bpf_ktime_get_ns();
-    kpctl_start.update(&frame, &now);
-    *depth += 1;
-    return 0;
-}
-
-int kpctl_return_%(n)d(struct pt_regs *ctx) {
-    u64 now = bpf_ktime_get_ns();
-    struct kpctl_call call = {(u32)bpf_get_current_pid_tgid(), %(n)d};
-    u32 *depth = kpctl_depth.lookup(&call);
-    if (!depth || *depth == 0)
-        return 0;  /* entered before the entry probe was attached */
-    u32 inner = *depth - 1;
-    *depth = inner;
-    struct kpctl_frame frame = {call.tid, %(n)d, inner, 0};
-    u64 *start = kpctl_start.lookup(&frame);
-    if (!start)
-        return 0;
-    u64 elapsed = (now - *start) / %(unit)d;
-    kpctl_start.delete(&frame);
-    if (inner == 0)
-        kpctl_depth.delete(&call);
-    struct kpctl_key key = {};
-    key.probe = %(n)d;
-    key.slot = kpctl_log2_up(elapsed);
-%(key)s
-    kpctl_count(&key);
-    return 0;
-}
-"""
-
-_SPLITS = {
-    None: "",
-    "pid": "    key.value = (u32)bpf_get_current_pid_tgid();\n    bpf_get_current_comm(&key.comm, sizeof(key.comm));",
-    "comm": "    bpf_get_current_comm(&key.comm, sizeof(key.comm));",
-    "cpu": "    key.value = bpf_get_smp_processor_id();",
-    "stack": "    key.value = (u64)(s64)kpctl_stacks.get_stackid(ctx, 0);",
-}
+def _attach(stack: ExitStack, name: str, program: list[Item], functions: Sequence[str], is_return: bool,
+            multi: bool) -> str:
+    """program on every function, each attachment's cookie its index; every fd closed
+    by stack. How it attached: MULTI_LINK or PERF_KPROBES."""
+    code = assemble(program)
+    if multi and len(functions) > 1:
+        try:
+            prog = load_program(code, name, ATTACH_KPROBE_MULTI)
+            stack.callback(os.close, prog)
+            stack.callback(os.close, attach_kprobe_multi(prog, functions, is_return))
+            return MULTI_LINK
+        except BpfError:
+            pass  # no CONFIG_FPROBE, or a function fprobe cannot take: one kprobe each
+    prog = load_program(code, name)
+    stack.callback(os.close, prog)
+    for index, function in enumerate(functions):
+        event = open_kprobe(function, is_return)
+        stack.callback(os.close, event)
+        stack.callback(os.close, attach_perf_event(prog, event, index))
+    return PERF_KPROBES
 
 
-class _Program:
-    """A compiled program and its probes (function, BPF function, return or not)."""
+class _Counts:
+    """The counts hash, the dropped counter and (for --by stack) the stacks of one
+    command, read into Counts."""
 
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.bpf: Any = None
-        self.probes: list[tuple[str, str, bool]] = []
+    def __init__(self, stack: ExitStack, split: Split) -> None:
+        def opened(m: Map) -> Map:
+            stack.callback(m.close)
+            return m
+
+        self.counts = opened(Map(HASH, struct.calcsize(KEY_FORMAT), 8, TABLE_SIZE, "kpctl_counts"))
+        self.dropped = opened(Map(ARRAY, 4, 8, 1, "kpctl_dropped"))
+        self.stacks = opened(Map(STACK_TRACE, 4, 8 * MAX_STACK, TABLE_SIZE, "kpctl_stacks")) if split == "stack" else None
+        self.fds = CountMaps(self.counts.fd, self.dropped.fd, self.stacks.fd if self.stacks else None)
+
+    def read(self, functions: Sequence[str], split: Split, bucketed: bool,
+             namer: Callable[[int], str | None]) -> tuple[list[Count], int]:
+        def stack_text(stack_id: int) -> str:
+            assert self.stacks is not None
+            raw = self.stacks.lookup(struct.pack("<I", stack_id)) or b""
+            frames = [a for a in struct.unpack(f"<{len(raw) // 8}Q", raw) if a]
+            return ";".join(namer(a) or f"{a:#x}" for a in frames)
+
+        keys = (decode_key(k) + (struct.unpack("<Q", v)[0],) for k, v in self.counts.items())
+        found = counts_of(functions, keys, split, bucketed, stack_text)
+        dropped = self.dropped.lookup(struct.pack("<I", 0))
+        return found, struct.unpack("<Q", dropped)[0] if dropped else 0
+
+
+class _Engine(ABC):
+    """What both kinds of counting share: the maps made, the programs attached for the
+    block, the counts read meanwhile."""
+    engine = ENGINE
+
+    def __init__(self, tracefs: Tracefs, functions: Sequence[str], split: Split, bucketed: bool,
+                 together: bool) -> None:
+        self.tracefs = tracefs
+        self.together = together  # one kprobe_multi link for several functions, where the kernel has it
+        self.attachment = ""  # how the last counting() attached: MULTI_LINK or PERF_KPROBES
+        self.functions = plain_functions(functions, ENGINE)
+        self.split = split
+        self.bucketed = bucketed
+        self.arch = this_arch()
+        self._counts: _Counts | None = None
+        self._namer: Callable[[int], str | None] = lambda address: None
+
+    @abstractmethod
+    def _programs(self, stack: ExitStack, counts: CountMaps) -> str:
+        """Load and attach the programs that count into counts, each fd closed by stack;
+        how they attached."""
 
     @contextmanager
-    def attached(self) -> Iterator[None]:
-        self.bpf = compile_program(self.text)
-        try:
-            for function, bpf_function, is_return in self.probes:
-                attach = self.bpf.attach_kretprobe if is_return else self.bpf.attach_kprobe
-                try:
-                    attach(event=function, fn_name=bpf_function)
-                except Exception as e:  # bcc: "Failed to attach BPF program ... to kprobe ..."
-                    raise KpctlError(f"the kernel refused a BPF probe on {function}: {e}") from None
-            yield
-        finally:
-            self.bpf.cleanup()  # detaches every probe, closes every map
+    def _counting(self) -> Iterator[None]:
+        with ExitStack() as stack:
+            counts = _Counts(stack, self.split)
+            self.attachment = self._programs(stack, counts.fds)
+            if self.split == "stack":  # kallsyms read once, now, not at every interval's table
+                self._namer = self.tracefs.symbols.namer()
+            self._counts = counts
+            try:
+                yield
+            finally:
+                self._counts = None
 
-    def counts(self, functions: Sequence[str], split: str | FetchArg | None, bucketed: bool) -> tuple[list[Count], int]:
-        if self.bpf is None:
+    def counting(self) -> AbstractContextManager[None]:
+        return self._counting()
+
+    def counts(self) -> tuple[list[Count], int]:
+        if self._counts is None:
             return [], 0
-        found: list[Count] = []
-        for key, value in self.bpf["kpctl_counts"].items():
-            by = self._key_text(key, split)
-            if bucketed:
-                found.append(Count(functions[key.probe], f"~ 2^{key.slot}", value.value, by))
-            else:
-                found.append(Count(functions[key.probe], by, value.value))
-        if split is None and not bucketed:  # every function has a row, as with hist triggers
-            totals = dict.fromkeys(functions, 0)
-            for c in found:
-                totals[c.function] += c.hits
-            found = [Count(f, None, n) for f, n in totals.items()]
-        dropped = self.bpf["kpctl_dropped"]
-        return biggest_first(found), int(dropped[dropped.Key(0)].value)
-
-    def _key_text(self, key: Any, split: str | FetchArg | None) -> str | None:
-        comm: str = key.comm.decode(errors="replace")
-        if split is None:
-            return None
-        if split == "pid":
-            return f"{comm} {key.value}"
-        if split == "comm":
-            return comm
-        if split == "stack":
-            if key.value >= 1 << 63:  # a negative id: -EFAULT, -EEXIST (a hash collision)
-                return "[stack lost]"
-            frames = self.bpf["kpctl_stacks"].walk(key.value)
-            return ";".join(self.bpf.ksym(a, show_offset=True).decode(errors="replace") for a in frames)
-        if isinstance(split, FetchArg):
-            return printed_value(key.value, split.type)
-        return str(key.value)
+        return self._counts.read(self.functions, self.split, self.bucketed, self._namer)
 
 
-def _split_statements(split: str | FetchArg | None, is_return: bool) -> str:
-    if not isinstance(split, FetchArg):
-        return _SPLITS[split]
-    expression = fetch_expression(split, is_return)
-    if expression is None:  # $comm
-        return _SPLITS["comm"]
-    return f"    key.value = {expression};"
-
-
-def _symbols(functions: Sequence[str]) -> list[str]:
-    for function in functions:
-        target = parse_target(function)[0]
-        if target.symbol is None or target.module or target.offset:
-            raise UsageError(f"the bpf engine probes functions by name, not {function}")
-    if len(set(functions)) < len(functions):
-        raise UsageError("a function is given twice")
-    return list(functions)
-
-
-class BpfHitCounter:
+class BpfHitCounter(_Engine):
     """Hits of functions counted in a BPF map, split by one key or not; with log2, an
     argument's values in power-of-two buckets. $retval makes return probes."""
-    engine = ENGINE
 
-    def __init__(self, functions: Sequence[str], by: str | None = None, log2: bool = False) -> None:
-        self.functions = _symbols(functions)
-        self.split = split_by(by)
-        if log2 and not isinstance(self.split, FetchArg):
-            raise UsageError(f"a histogram needs a numeric fetch argument, not {by}", "for example: 'size=$arg3:u64'")
-        self.log2 = log2
-        is_return = isinstance(self.split, FetchArg) and isinstance(self.split.fetch, ReturnValue)
-        key = _split_statements(self.split, is_return)
-        if log2:
-            key += "\n    key.slot = kpctl_log2_up(key.value);\n    key.value = 0;"
-        self.program = _Program(_head(self.split) + "".join(
-            _COUNT % {"n": n, "key": key} for n in range(len(self.functions))))
-        self.program.probes = [(f, f"kpctl_probe_{n}", is_return) for n, f in enumerate(self.functions)]
-
-    def counting(self) -> AbstractContextManager[None]:
-        return self.program.attached()
-
-    def counts(self) -> tuple[list[Count], int]:
+    def __init__(self, tracefs: Tracefs, functions: Sequence[str], by: str | None = None, log2: bool = False,
+                 together: bool = True) -> None:
+        split = histogram_split(by or "") if log2 else split_by(by)
+        self.is_return = isinstance(split, FetchArg) and isinstance(split.fetch, ReturnValue)
         # A histogram's key is its bucket: the value itself is not kept.
-        return self.program.counts(self.functions, None if self.log2 else self.split, bucketed=self.log2)
+        super().__init__(tracefs, functions, None if log2 else split, log2, together)
+        self._program: Callable[[CountMaps], list[Item]] = lambda maps: count_program(
+            maps, split, log2, self.is_return, self.arch)
+        self._program(CountMaps(0, 0, 0))  # what this engine cannot fetch is refused now, before any probe
+
+    def _programs(self, stack: ExitStack, counts: CountMaps) -> str:
+        # Stacks through fprobe's partial registers are not the ones kprobes give: one kprobe each.
+        return _attach(stack, "kpctl_count", self._program(counts), self.functions, self.is_return,
+                       multi=self.together and self.split != "stack")
 
 
-class BpfLatencyTimer:
+class BpfLatencyTimer(_Engine):
     """Time from entry to return of each call, in power-of-two buckets of unit, per
     function and the --by key."""
-    engine = ENGINE
 
-    def __init__(self, functions: Sequence[str], unit: str = "nsecs", by: str | None = None) -> None:
-        self.functions = _symbols(functions)
-        self.split = split_by(by)
-        if isinstance(self.split, FetchArg) or self.split == "stack":
+    def __init__(self, tracefs: Tracefs, functions: Sequence[str], unit: str = "nsecs", by: str | None = None,
+                 together: bool = True) -> None:
+        split = split_by(by)
+        if isinstance(split, FetchArg) or split == "stack":
             raise UsageError(f"latency splits by pid, comm or cpu, not {by}")
-        key = _split_statements(self.split, True)
-        self.program = _Program(_head(self.split) + _LATENCY_HEAD % {"size": TABLE_SIZE} + "".join(
-            _LATENCY % {"n": n, "unit": UNITS[unit], "key": key} for n in range(len(self.functions))))
+        super().__init__(tracefs, functions, split, True, together)
+        self.unit_ns = UNITS[unit]
+
+    def _programs(self, stack: ExitStack, counts: CountMaps) -> str:
+        depth = Map(HASH, _DEPTH_KEY, 4, TABLE_SIZE, "kpctl_depth")
+        stack.callback(depth.close)
+        start = Map(HASH, _FRAME_KEY, 8, TABLE_SIZE, "kpctl_start")
+        stack.callback(start.close)
+        maps = LatencyMaps(depth.fd, start.fd)
         # Return probes first: a call already running when its entry probe arms is then
         # not timed (its return finds no entry), rather than timed from a later entry.
-        self.program.probes = [(f, f"kpctl_return_{n}", True) for n, f in enumerate(self.functions)] + [
-            (f, f"kpctl_entry_{n}", False) for n, f in enumerate(self.functions)]
+        _attach(stack, "kpctl_return", latency_return(maps, counts, self.split, self.unit_ns, self.arch),
+                self.functions, True, self.together)
+        return _attach(stack, "kpctl_entry", latency_entry(maps), self.functions, False, self.together)
 
-    def counting(self) -> AbstractContextManager[None]:
-        return self.program.attached()
 
-    def counts(self) -> tuple[list[Count], int]:
-        return self.program.counts(self.functions, self.split, bucketed=True)
+def availability() -> Availability:
+    """Whether kpctl's programs load and attach here: the machine, the kprobe PMU, and a
+    program that reads its cookie, loaded (the kernel's own answer: v5.15 and root)."""
+    if not supported_machine():
+        return Availability(False, f"kpctl's BPF programs are written for x86_64 and aarch64, not {os.uname().machine}",
+                            "use --engine bcc or --engine tracefs")
+    if kprobe_pmu_type() is None:
+        return Availability(False, "this kernel has no kprobe PMU (/sys/bus/event_source/devices/kprobe)",
+                            "the kernel needs CONFIG_KPROBE_EVENTS=y and CONFIG_BPF_EVENTS=y")
+    try:
+        os.close(load_program(assemble([call(GET_ATTACH_COOKIE), alu64(MOV, R0, imm=0), exit_()]), "kpctl_check"))
+    except BpfError as e:
+        return Availability(False, str(e), e.hint or "the kernel needs CONFIG_BPF_SYSCALL=y and CONFIG_BPF_EVENTS=y")
+    return Availability(True, "BPF programs on perf kprobes")

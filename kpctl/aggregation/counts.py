@@ -4,14 +4,14 @@ Prometheus metrics. Pure: no I/O."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from kpctl.errors import UsageError
 from kpctl.metrics import Metric
-from kpctl.model import FetchArg, parse_fetch_arg
+from kpctl.model import Comm, FetchArg, parse_fetch_arg, parse_target, printed_value
 
 # What --by names besides a fetch argument.
 SPLITS = ("pid", "comm", "cpu", "stack")
@@ -45,6 +45,59 @@ def split_by(by: str | None) -> str | FetchArg | None:
     if arg.name is None:
         raise UsageError(f"--by {by}: a fetch argument to count by needs a name", "for example: --by 'size=$arg3:u64'")
     return arg
+
+
+def histogram_split(by: str) -> FetchArg:
+    """hist's fetch argument, which its buckets are of."""
+    split = split_by(by)
+    if not isinstance(split, FetchArg):
+        raise UsageError(f"a histogram needs a numeric fetch argument, not {by}", "for example: 'size=$arg3:u64'")
+    return split
+
+
+def plain_functions(functions: Sequence[str], engine: str) -> list[str]:
+    """functions, each a plain name (BPF engines attach by name), none twice."""
+    for function in functions:
+        target = parse_target(function)[0]
+        if target.symbol is None or target.module or target.offset:
+            raise UsageError(f"the {engine} engine probes functions by name, not {function}")
+    if len(set(functions)) < len(functions):
+        raise UsageError("a function is given twice")
+    return list(functions)
+
+
+def counts_of(functions: Sequence[str], keys: Iterable[tuple[int, int, int, str, int]], split: str | FetchArg | None,
+              bucketed: bool, stack_text: Callable[[int], str]) -> list[Count]:
+    """A BPF engine's map as counts, biggest first. keys: (probe, log2 slot, --by value,
+    comm, hits) per entry; stack_text names a stack id's frames."""
+    found: list[Count] = []
+    for probe, slot, value, comm, hits in keys:
+        by = _key_text(value, comm, split, stack_text)
+        if bucketed:
+            found.append(Count(functions[probe], f"~ 2^{slot}", hits, by))
+        else:
+            found.append(Count(functions[probe], by, hits))
+    if split is None and not bucketed:  # every function has a row, as with hist triggers
+        totals = dict.fromkeys(functions, 0)
+        for c in found:
+            totals[c.function] += c.hits
+        found = [Count(f, None, n) for f, n in totals.items()]
+    return biggest_first(found)
+
+
+def _key_text(value: int, comm: str, split: str | FetchArg | None, stack_text: Callable[[int], str]) -> str | None:
+    if split is None:
+        return None
+    if split == "pid":
+        return f"{comm} {value}"
+    if split == "comm" or isinstance(split, FetchArg) and isinstance(split.fetch, Comm):
+        return comm
+    if split == "stack":
+        # A negative id: -EFAULT, or -EEXIST (a hash collision).
+        return "[stack lost]" if value >= 1 << 63 else stack_text(value)
+    if isinstance(split, FetchArg):
+        return printed_value(value, split.type)
+    return str(value)
 
 
 def biggest_first(counts: list[Count]) -> list[Count]:

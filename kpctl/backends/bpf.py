@@ -19,7 +19,7 @@ from kpctl.bcc_glue import INSTALL_HINT as INSTALL_HINT  # re-exported: kpctl.re
 from kpctl.bcc_glue import compile_program
 from kpctl.bcc_glue import import_bcc as import_bcc  # re-exported, as INSTALL_HINT
 from kpctl.errors import KpctlError, ProbeExistsError, UsageError, check_probe_names
-from kpctl.model import ArgType, Comm, FetchArg, FunctionArgument, Probe, ReturnValue, default_event_name
+from kpctl.model import INTEGER_BITS, Comm, FetchArg, FunctionArgument, Probe, ReturnValue, default_event_name, printed_value
 
 if TYPE_CHECKING:
     from kpctl.hits import ProbeNamer
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 # The hint for what the bpf backend cannot fetch, given only where the tracefs backend works (kpctl.registry).
 TRACEFS_FETCHES = "use the tracefs backend for memory, registers and the rest"
 MAX_ARGS = 6
-_INTS = {"u8": 8, "u16": 16, "u32": 32, "u64": 64, "s8": 8, "s16": 16, "s32": 32, "s64": 64,
-         "x8": 8, "x16": 16, "x32": 32, "x64": 64}
 
 _PROGRAM_HEAD = """
 #include <uapi/linux/ptrace.h>
@@ -77,7 +75,7 @@ def fetch_expression(arg: FetchArg, is_return: bool, elsewhere: str | None = Non
         expression = "PT_REGS_RC(ctx)"
     else:
         raise UsageError(f"the bpf backend fetches $arg1..$arg{MAX_ARGS}, $retval and $comm, not {fetch}", elsewhere)
-    if arg.type is not None and arg.type.base not in _INTS:
+    if arg.type is not None and arg.type.base not in INTEGER_BITS:
         raise UsageError(f"the bpf backend prints integer types (u32, s64, x64, ...), not {arg.type}")
     return expression
 
@@ -86,16 +84,6 @@ def _fetch(probe: Probe, elsewhere: str | None = None) -> list[str]:
     """C statements filling hit.args from the probe's fetch arguments."""
     expressions = [(i, fetch_expression(arg, probe.is_return, elsewhere)) for i, arg in enumerate(probe.args)]
     return [f"    hit.args[{i}] = {e};" for i, e in expressions if e is not None]
-
-
-def printed_value(raw: int, arg_type: ArgType | None) -> str:
-    """An argument printed as the kernel prints that type in trace_pipe."""
-    base = arg_type.base if arg_type is not None else "x64"
-    bits = _INTS[base]
-    value = raw & ((1 << bits) - 1)
-    if base.startswith("s") and value >= 1 << (bits - 1):
-        value -= 1 << bits
-    return f"{value:#x}" if base.startswith("x") else str(value)
 
 
 @dataclass

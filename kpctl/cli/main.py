@@ -17,7 +17,7 @@ import click
 
 from kpctl import KPCTL_GROUP, __version__
 from kpctl.cli.kmod import kmod
-from kpctl.cli.output import F, KpctlGroup, Seconds, json_option, output_options, print_json, print_table
+from kpctl.cli.output import VERBOSE_META, F, KpctlGroup, Seconds, json_option, output_options, print_json, print_table
 from kpctl.errors import KpctlError, UsageError, check_probe_names
 from kpctl.limits import MAX_MAXACTIVE
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
@@ -106,7 +106,7 @@ def counting_options(f: F) -> F:
 
     for option in reversed([
         click.option("--engine", type=click.Choice(list(ENGINES)),
-                     help="What keeps the counts: " + "; ".join(f"{n}: {what}" for n, what in ENGINES.items())
+                     help="What keeps the counts: " + "; ".join(f"{e.name}: {e.summary}" for e in ENGINES.values())
                      + ". Default: the first that works here."),
         click.option("--interval", "-i", type=Seconds(), help="Print the counts of each interval of SECS."),
         click.option("--duration", "-d", type=Seconds(), help="Stop after SECS."),
@@ -175,7 +175,9 @@ def probe_row(info: ProbeInfo, owners: Owners | None = None, group: str = KPCTL_
 
 @click.group(cls=KpctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kpctl")
-def cli() -> None:
+@click.option("--verbose", "-v", is_flag=True, help="With an error, show its details too (a BPF verifier's log).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """Manage Linux kprobes and kretprobes through tracefs, and watch their hits.
 
     \b
@@ -184,6 +186,7 @@ def cli() -> None:
       sudo kpctl watch --count 5
       sudo kpctl rm --all
     """
+    ctx.meta[VERBOSE_META] = verbose
 
 
 @cli.command()
@@ -576,8 +579,9 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
     """Count hits per function in the kernel (bcc's funccount), until Ctrl-C or --duration.
 
     PATTERNs are functions or shell globs of them (the probeable ones, as kpctl funcs
-    lists them). Counting is done in the kernel, by a BPF program (--engine bpf) or by
-    hist triggers on short-lived kprobe events (--engine tracefs), on probes of this
+    lists them). Counting is done in the kernel, by kpctl's BPF programs (--engine bpf,
+    no compiler needed), by bcc's (--engine bcc) or by hist triggers on short-lived
+    kprobe events (--engine tracefs), on probes of this
     command's own: nothing is streamed, and nothing is left afterwards. --json prints
     JSON Lines, one object per table.
 
@@ -590,15 +594,16 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
     """
     import json
 
-    from kpctl.counting import choose_engine, hit_counter
+    from kpctl.counting import choose_engine
     from kpctl.manager import expand_targets
 
     tracefs = open_tracefs()
-    engine = choose_engine(tracefs, engine)
+    kind = choose_engine(tracefs, engine)
+    engine = kind.name
     functions, skipped = expand_targets(tracefs.symbols, list(patterns), max_probes)
     if skipped:
         click.echo(f"kpctl: the globs leave out {len(skipped)} functions (kpctl funcs tells why)", err=True)
-    counter = hit_counter(engine, tracefs, functions, by)
+    counter = kind.hit_counter(tracefs, functions, by, False)
 
     def show(counts: Sequence[Count], dropped: int) -> None:
         rows = [{"function": c.function, **({"by": c.key} if by else {}), "hits": c.hits} for c in counts][:top]
@@ -626,15 +631,15 @@ def run_counting(counter: Aggregation, tracefs: Tracefs, how_many: int, duration
 
     from kpctl.aggregation.counts import since
     from kpctl.counting import ENGINES
-    from kpctl.signals import StopRequested, stop_on_sigterm
+    from kpctl.signals import StopRequested, interruptible_sleep, stop_on_sigterm
 
     collect_garbage(tracefs)
     functions = f"{how_many} function{'s' if how_many != 1 else ''}"
-    if counter.engine == "bpf" and sys.stderr.isatty():
+    if ENGINES[counter.engine].compiles and sys.stderr.isatty():
         click.echo(f"kpctl: compiling and attaching a BPF program for {functions}...", err=True)
     counted = False
     try:
-        with stop_on_sigterm(), counter.counting():
+        with stop_on_sigterm(), interruptible_sleep() as sleep, counter.counting():
             # Probes count from the moment each is armed, the first of many for a while
             # before the last: what they counted before all were armed is left out.
             before: list[Count] = counter.counts()[0]
@@ -642,10 +647,10 @@ def run_counting(counter: Aggregation, tracefs: Tracefs, how_many: int, duration
             interrupted = False
             try:
                 # Said once the triggers count: whoever waits for it may start what it wants counted.
-                click.echo(f"kpctl: counting {functions} with {ENGINES[counter.engine]}; Ctrl-C ends", err=True)
+                click.echo(f"kpctl: counting {functions} with {ENGINES[counter.engine].summary}; Ctrl-C ends", err=True)
                 while until is None or time.monotonic() < until:
                     left = None if until is None else max(until - time.monotonic(), 0.0)
-                    time.sleep(min(x for x in (interval, left, 3600.0) if x is not None))
+                    sleep(min(x for x in (interval, left, 3600.0) if x is not None))
                     if interval is not None:
                         now, dropped = counter.counts()
                         show(since(now, before), dropped)
@@ -684,11 +689,12 @@ def hist(target: str, fetcharg: str, interval: float | None, duration: float | N
     import json
 
     from kpctl.aggregation.counts import log2_buckets, render_log2
-    from kpctl.counting import choose_engine, hit_counter
+    from kpctl.counting import choose_engine
 
     tracefs = open_tracefs()
-    engine = choose_engine(tracefs, engine)
-    counter = hit_counter(engine, tracefs, [target], by=fetcharg, log2=True)
+    kind = choose_engine(tracefs, engine)
+    engine = kind.name
+    counter = kind.hit_counter(tracefs, [target], fetcharg, True)
     name = fetcharg.split("=", 1)[0]
 
     def show(counts: Sequence[Count], dropped: int) -> None:
@@ -735,14 +741,15 @@ def latency(functions: tuple[str, ...], interval: float | None, duration: float 
     import json
 
     from kpctl.aggregation.counts import log2_buckets, render_log2
-    from kpctl.counting import choose_engine, latency_timer
+    from kpctl.counting import choose_engine
 
     if micros and millis:
         raise UsageError("give one of --micros and --millis")
     unit = "usecs" if micros else "msecs" if millis else "nsecs"
     tracefs = open_tracefs()
-    engine = choose_engine(tracefs, engine)
-    timer = latency_timer(engine, tracefs, functions, unit, by)
+    kind = choose_engine(tracefs, engine)
+    engine = kind.name
+    timer = kind.latency_timer(tracefs, functions, unit, by)
     groups = sorted(set(functions)) if per_function else [None]
 
     def show(counts: Sequence[Count], dropped: int) -> None:
@@ -790,11 +797,12 @@ def stacks(target: str, interval: float | None, duration: float | None, engine: 
     import json
 
     from kpctl.aggregation.counts import folded as folded_lines
-    from kpctl.counting import choose_engine, hit_counter
+    from kpctl.counting import choose_engine
 
     tracefs = open_tracefs()
-    engine = choose_engine(tracefs, engine)
-    counter = hit_counter(engine, tracefs, [target], by="stack")
+    kind = choose_engine(tracefs, engine)
+    engine = kind.name
+    counter = kind.hit_counter(tracefs, [target], "stack", False)
 
     def show(counts: Sequence[Count], dropped: int) -> None:
         shown = list(counts)[:top]

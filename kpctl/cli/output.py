@@ -34,6 +34,7 @@ class KpctlUsageFailure(KpctlFailure):
 
 
 _JSON_META = "kpctl.json"
+VERBOSE_META = "kpctl.verbose"  # set by the group's -v: errors' details are shown
 
 
 class KpctlGroup(click.Group):
@@ -52,6 +53,8 @@ class KpctlGroup(click.Group):
             try:
                 return super().invoke(ctx)
             except KpctlError as e:
+                if e.details and ctx.meta.get(VERBOSE_META):
+                    click.echo(e.details.rstrip("\n"), err=True)
                 raise (KpctlUsageFailure if isinstance(e, UsageError) else KpctlFailure)(e) from e
         except click.ClickException as e:
             # click quotes what was typed, 5,000 digits too: its message is bounded as ours.
