@@ -12,7 +12,9 @@ Run as root in a guest, at the checkout's root:
 2. From starting `kpctl count PATTERN -i 1` through each engine to its first table,
    beside funccount-bpfcc, on vfs_read and on 'vfs_r*' (which funccount can attach in
    full). The aim: kpctl's bpf engine within a third of funccount's time.
-3. Arming the bpf engine on 1,000 functions (of '*_show': sysfs readers, rarely called)
+3. Start-up of `kpctl count vfs_read --engine bpf`: from exec to "counting ... Ctrl-C
+   ends" (the probe armed), beside `python3 -c pass` and kpctl's imports alone.
+4. Arming the bpf engine on 1,000 functions (of '*_show': sysfs readers, rarely called)
    through one kprobe_multi link and one perf kprobe at a time. The aim, where the
    kernel has the link (CONFIG_FPROBE): 10 x faster.
 Under emulation (TCG) absolute times are not those of hardware: compare the ratios.
@@ -112,7 +114,25 @@ def many_functions(how_many: int) -> list[str]:
     symbols = Tracefs(find_tracefs()).symbols
     kept, _ = symbols.probeable_matches("*_show")
     traceable = symbols.traceable or frozenset()
-    return sorted(f for f in kept if f in traceable)[:how_many]
+    # A name kallsyms has twice is refused by the kprobe PMU (EADDRNOTAVAIL): unique ones only.
+    return sorted(f for f in kept if f in traceable and len(symbols.functions_named(f)) == 1)[:how_many]
+
+
+def ready_s(argv: list[str], ready: str | None, runs: int = 3) -> float:
+    """Median seconds from starting argv to ready on its stderr (None: to its exit)."""
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        if ready is None:
+            subprocess.run(argv, cwd=CHECKOUT, check=True)
+        else:
+            proc = started(argv, ready)
+            times.append(time.perf_counter() - began)
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=300)
+            continue
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -147,6 +167,11 @@ def main() -> None:
     functions = many_functions(1000)
     together, how = arming_s(functions, True)
     one_by_one, _ = arming_s(functions, False)
+    bare = ready_s([sys.executable, "-c", "pass"], None)
+    imports = ready_s([sys.executable, "-c", "import kpctl.cli.main, kpctl.aggregation.bpf, kpctl.gc"], None)
+    counting = ready_s([*KPCTL, "count", "vfs_read", "--engine", "bpf"], "Ctrl-C ends")
+    print(f"start-up of count vfs_read --engine bpf to its probe armed: {counting:.2f} s; python3 -c pass {bare:.2f} s, "
+          f"kpctl's imports {imports - bare:.2f} s more")
     print(f"arming {len(functions)} functions: {how} {together:.2f} s, one perf kprobe at a time {one_by_one:.2f} s; "
           f"ratio {one_by_one / together:.1f}")
 

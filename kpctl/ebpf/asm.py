@@ -9,7 +9,7 @@ and a signed 32-bit immediate; a 64-bit immediate load takes two.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = range(11)  # R10: the read-only frame pointer
 
@@ -28,8 +28,9 @@ KTIME_GET_NS, GET_SMP_PROCESSOR_ID, GET_CURRENT_PID_TGID, GET_CURRENT_COMM = 5, 
 GET_STACKID, PROBE_READ_USER, PROBE_READ_KERNEL, GET_ATTACH_COOKIE = 27, 112, 113, 174
 
 
-@dataclass(frozen=True)
-class Insn:
+# NamedTuples, not dataclasses: a dataclass costs milliseconds to define at import, more
+# under emulation, and counting starts with this import.
+class Insn(NamedTuple):
     opcode: int
     dst: int = 0
     src: int = 0
@@ -37,8 +38,7 @@ class Insn:
     imm: int = 0
 
 
-@dataclass(frozen=True)
-class Label:
+class Label(NamedTuple):
     name: str
 
 

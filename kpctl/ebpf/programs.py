@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kpctl.ebpf.asm import (
     ADD,
@@ -86,8 +86,7 @@ NOEXIST = 1
 MAX_STACK = 127  # frames: sysctl kernel.perf_event_max_stack's default
 
 
-@dataclass(frozen=True)
-class Arch:
+class Arch(NamedTuple):
     """Where struct pt_regs keeps what fetch arguments name."""
     args: tuple[int, ...]  # offsets of the argument registers, in order
     retval: int
@@ -108,15 +107,13 @@ def this_arch() -> Arch:
     return ARCHES[os.uname().machine]
 
 
-@dataclass(frozen=True)
-class CountMaps:
+class CountMaps(NamedTuple):
     counts: int  # hash: KEY -> u64 hits
     dropped: int  # array of one u64: hits a full hash could not keep
     stacks: int | None = None  # stack trace map, where --by stack
 
 
-@dataclass(frozen=True)
-class LatencyMaps:
+class LatencyMaps(NamedTuple):
     depth: int  # hash: CALL -> u32 calls of the function the thread is in
     start: int  # hash: FRAME -> u64 entry time
 

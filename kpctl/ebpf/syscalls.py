@@ -189,8 +189,9 @@ def open_kprobe(function: str, is_return: bool) -> int:
                         ctypes.c_ulong(_PERF_FLAG_FD_CLOEXEC))
     except OSError as e:
         kind = "kretprobe" if is_return else "kprobe"
-        raise BpfError(f"the kernel refused a {kind} on {function}: {e.strerror}", e.errno,
-                       _privilege_hint(e.errno)) from None
+        hint = ("kallsyms has several functions of this name, and the kernel takes a unique one (kpctl funcs "
+                "names them)" if e.errno == errno.EADDRNOTAVAIL else _privilege_hint(e.errno))
+        raise BpfError(f"the kernel refused a {kind} on {function}: {e.strerror}", e.errno, hint) from None
 
 
 def attach_perf_event(program: int, event: int, cookie: int) -> int:
