@@ -15,7 +15,9 @@ spaces: with the probe's argument names known (an ArgSchema) each value runs up 
 This is watch's hot path. A whole chunk of text goes through one compiled regex with
 finditer (no per-line split or strip); a Hit keeps only its match object and parses its
 arguments when asked; lines the regex skips are counted from the newline count rather than
-looked at one by one.
+looked at one by one. Output renders what recurs from hit to hit (a thread's task, thread
+and CPU; a probe's name and place) once per distinct text, and --json takes the argument
+values whose JSON is at hand straight from their text.
 """
 from __future__ import annotations
 
@@ -23,16 +25,23 @@ import json
 import re
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Union
+from itertools import islice
+from json.encoder import encode_basestring_ascii
+from typing import IO, TypeVar, Union
 
 from kpctl.model import ArgType, Probe
 
+# An optional part is written (?:X|), not (?:X)?: the same match, but sre runs the latter
+# as a REPEAT, a tenth of the parse. ASCII classes: the kernel prints the fields they
+# match (numbers, event and module names, flags) in ASCII, and they are faster.
 _HIT_LINE = re.compile(
-    r"^ *(.*?)-(\d+) +(?:\( *[\d-]+\) +)?\[(\d+)\] +(?:\S+ +)?([\d.]+): (\w+): "
-    r"\((\[unknown/kretprobe'd\]|[^ )/]*)(?:/0x[0-9a-f]+)?(?: \[([\w-]+)\])?(?: <- ([^)]*))?\)(.*)$",
-    re.M,
+    r"^( *(.*?)-(\d+) +(?:\( *[\d-]+\) +|)\[(\d+)\]) +(?:\S+ +|)([\d.]+): "
+    r"((\w+): \((\[unknown/kretprobe'd\]|[^ )/]*)(?:/0x[0-9a-f]+|)(?: \[([\w-]+)\]|)(?: <- ([^)]*)|)\))(.*)$",
+    re.M | re.A,
 )
-_COMM, _TID, _CPU, _TIME, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS = range(1, 10)
+# _WHO (task, thread, CPU) and _WHAT (event and place) are spans that recur from hit to
+# hit; the groups inside each depend on its text alone.
+_WHO, _COMM, _TID, _CPU, _TIME, _WHAT, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS = range(1, 12)
 _LOST_LINE = re.compile(r"^CPU:(\d+) \[LOST (\d+) EVENTS\]$", re.M)
 _ANY_ARG = re.compile(r" ([A-Za-z_][A-Za-z0-9_]*)=")
 _INT = re.compile(r"-?\d+\Z")
@@ -164,19 +173,80 @@ class Hit:
         event, args = self._match.group(_EVENT, _ARGS)
         return parse_args(probe_name(event, args, self._namers)[1], self._schema)
 
-    def to_json(self, backend: str = "") -> dict[str, object]:
-        return {
-            "time": float(self.timestamp), "cpu": self.cpu, "tid": self.tid, "comm": self.comm,
-            "probe": self.event, "backend": backend, "where": self.where, "args": self.args,
-        }
+
+_to_json_line = json.JSONEncoder(separators=(",", ":")).encode
+_json_str = encode_basestring_ascii  # what _to_json_line does with a str, without its checks
+
+
+# Printed values whose JSON is at hand: an integer (hex to convert, decimal as it is), and
+# text that JSON prints as it is (printable ASCII but a quote or backslash).
+_NUMBER = r"0x[0-9a-f]+|-?[1-9][0-9]*|0"
+_PLAIN = r"!#-\[\]-~"  # a character class's body
+
+
+def _number_json(text: str) -> str:
+    return str(int(text, 16)) if text.startswith("0x") else text
+
+
+def _array_json(text: str) -> str:
+    return "[" + ",".join(map(_number_json, text[1:-1].split(","))) + "]"
+
+
+def _json_form(arg_type: ArgType | None) -> tuple[str, Callable[[str], str] | None, str] | None:
+    """For values of arg_type whose JSON is at hand: the regex of their printed text,
+    what turns that into JSON (None: nothing) and their field in a format string. None
+    for a type whose values always take parse_value()."""
+    if arg_type is None:
+        return f'{_NUMBER}|"[{_PLAIN}]*"', _number_json, "{}"  # untyped: a number or a string ($comm, "immediate")
+    if arg_type.array is not None:
+        element = ArgType(arg_type.base, arg_type.bitfield)
+        if element.is_string or element.base in ("symbol", "char"):
+            return None
+        return rf"\{{(?:{_NUMBER})(?:,(?:{_NUMBER}))*\}}", _array_json, "{}"
+    if arg_type.base == "char":
+        return None
+    if arg_type.base == "symbol":
+        return f"[{_PLAIN}]*", None, '"{}"'
+    if arg_type.is_string:
+        return f'"[ {_PLAIN}]*"', None, "{}"
+    return _NUMBER, _number_json, "{}"
 
 
 class _CompiledSchema:
-    __slots__ = ("schema", "pattern")
+    __slots__ = ("schema", "pattern", "_plain", "_json", "_converted")
 
     def __init__(self, schema: ArgSchema) -> None:
         self.schema = schema
         self.pattern = schema.splitter()
+        # json_args()'s fast path: arguments whose every value has a form of _json_form()
+        # (no space but in a string's quotes, so that they split as pattern does) become
+        # a format string's fields. None where a type has no such form or two arguments
+        # share a name (a dict keeps one).
+        self._plain: re.Pattern[str] | None = None
+        self._json = ""
+        self._converted: list[tuple[int, Callable[[str], str]]] = []
+        forms = [_json_form(t) for t in schema.types]
+        if len(set(schema.names)) < len(schema.names) or None in forms:
+            return
+        fields = []
+        for i, (name, form) in enumerate(zip(schema.names, forms, strict=True)):
+            assert form is not None
+            regex, convert, field = form
+            fields.append((f" {re.escape(name)}=({regex})", _json_str(name) + ":" + field))
+            if convert is not None:
+                self._converted.append((i, convert))
+        self._plain = re.compile("".join(r for r, _ in fields) + r"\Z")
+        self._json = "{{" + ",".join(f for _, f in fields) + "}}"
+
+    def json_args(self, text: str) -> str:
+        """_to_json_line(parse_args(text, self)), built from the values' text where it can be."""
+        match = self._plain.match(text) if self._plain is not None else None
+        if match is None:
+            return _to_json_line(parse_args(text, self))
+        values = list(match.groups())
+        for i, convert in self._converted:
+            values[i] = convert(values[i])
+        return self._json.format(*values)
 
 
 def parse_args(text: str, schema: _CompiledSchema | None) -> dict[str, Value]:
@@ -220,15 +290,15 @@ class HitParser:
         return map(self.hit, hit_matches(text))
 
     def hit(self, match: re.Match[str]) -> Hit:
-        return Hit(match, self._schemas.get(match.group(_EVENT)), self.namers)  # shared events have none
+        return Hit(match, self.schema(match.group(_EVENT)), self.namers)
+
+    def schema(self, event: str) -> _CompiledSchema | None:
+        return self._schemas.get(event)  # shared events have none
 
 
 def hit_matches(text: str) -> Iterator[re.Match[str]]:
     """The fast path under HitParser.hits(): one match per hit line, nothing else built."""
     return _HIT_LINE.finditer(text)
-
-
-_to_json_line = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def lost_events(text: str) -> list[tuple[int, int]]:
@@ -243,6 +313,84 @@ def _first_unparsed(text: str) -> str | None:
         if not (_HIT_LINE.match(line) or _LOST_LINE.match(line)):
             return line
     return None
+
+
+# Rendered WHO and WHAT texts kept, past which they are rendered afresh: far more than
+# the threads and probe places of a busy machine, and a long watch's memory stays bounded.
+_KEPT = 1 << 14
+_Kept = TypeVar("_Kept")
+
+
+def _keep(kept: dict[str, _Kept], text: str, rendered: _Kept) -> _Kept:
+    if len(kept) >= _KEPT:
+        kept.clear()
+    kept[text] = rendered
+    return rendered
+
+
+class _TextLines:
+    """watch's text lines: a hit's columns with the kernel's argument text as it is."""
+
+    def __init__(self, parser: HitParser) -> None:
+        self._namers = parser.namers
+        self._who: dict[str, str] = {}  # WHO text: its columns
+        self._what: dict[str, str] = {}  # WHAT text: its columns, but for events named in their arguments
+
+    def line(self, m: re.Match[str]) -> str:
+        who, ts, what, args = m.group(_WHO, _TIME, _WHAT, _ARGS)
+        try:
+            return f"{ts.rjust(14)} {self._who[who]} {self._what[what]}{args}"
+        except KeyError:
+            return self._first(m)
+
+    def _first(self, m: re.Match[str]) -> str:
+        """line() of a WHO or WHAT not seen yet, or of an event named in its arguments."""
+        comm, tid, cpu, ts, event, site, module, function, args = m.group(
+            _COMM, _TID, _CPU, _TIME, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS)
+        _keep(self._who, m.group(_WHO), f"{cpu:>3} {tid:>7} {comm:<16}")
+        if event in self._namers:
+            probe, args = probe_name(event, args, self._namers)
+            return f"{ts:>14} {self._who[m.group(_WHO)]} {probe:<20} {_where(site, module, function)}{args}"
+        _keep(self._what, m.group(_WHAT), f"{event:<20} {_where(site, module, function)}")
+        return self.line(m)
+
+
+class _JsonLines:
+    """watch --json's lines: one object per hit, every value typed."""
+
+    def __init__(self, parser: HitParser, backend_of: Mapping[str, str]) -> None:
+        self._parser = parser
+        self._backend_of = backend_of
+        self._who: dict[str, str] = {}  # WHO text: its members
+        # WHAT text: its members up to "args", and how the arguments' text becomes JSON
+        self._what: dict[str, tuple[str, Callable[[str], str]]] = {}
+
+    def line(self, m: re.Match[str]) -> str:
+        who, ts, what, args = m.group(_WHO, _TIME, _WHAT, _ARGS)
+        try:
+            who_json, (what_json, args_json) = self._who[who], self._what[what]
+        except KeyError:
+            return self._first(m)
+        return f'{{"time":{float(ts)!r},{who_json},{what_json}{args_json(args)}}}'
+
+    def _first(self, m: re.Match[str]) -> str:
+        """line() of a WHO or WHAT not seen yet, or of an event named in its arguments."""
+        comm, tid, cpu, ts, event, site, module, function, args = m.group(
+            _COMM, _TID, _CPU, _TIME, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS)
+        _keep(self._who, m.group(_WHO), f'"cpu":{int(cpu)},"tid":{int(tid)},"comm":{_json_str(comm)}')
+        schema = self._parser.schema(event)
+        args_json = schema.json_args if schema is not None else _untyped_json_args
+        probe, named_args = probe_name(event, args, self._parser.namers)
+        what_json = (f'"probe":{_json_str(probe)},"backend":{_json_str(self._backend_of.get(probe, ""))},'
+                     f'"where":{_json_str(_where(site, module, function))},"args":')
+        if event in self._parser.namers:
+            return f'{{"time":{float(ts)!r},{self._who[m.group(_WHO)]},{what_json}{args_json(named_args)}}}'
+        _keep(self._what, m.group(_WHAT), (what_json, args_json))
+        return self.line(m)
+
+
+def _untyped_json_args(text: str) -> str:
+    return _to_json_line(parse_args(text, None))
 
 
 class HitStream:
@@ -276,8 +424,8 @@ class HitStream:
         self._own_pid = str(own_pid) if own_pid is not None else None
         self._comm = comm
         self._remaining = count
-        self._backend_of = backend_of or {}
         self.counts = HitCounts()
+        self._line = _JsonLines(self._parser, backend_of or {}).line if as_json else _TextLines(self._parser).line
 
     @property
     def done(self) -> bool:
@@ -289,48 +437,45 @@ class HitStream:
 
     def feed(self, text: str) -> None:
         """Handle whole lines of trace_pipe text."""
-        lines: list[str] = []
-        append = lines.append
-        events, threads, comm, own_pid = self._events, self._threads, self._comm, self._own_pid
-        backend_of, counts, namers = self._backend_of, self.counts, self._parser.namers
-        matched = 0
-        # A Hit object is built only for --json; text output formats the match directly.
-        for m in hit_matches(text):
-            matched += 1
-            event, args = m.group(_EVENT, _ARGS)
-            if event in namers:
-                event, args = probe_name(event, args, namers)
-            if events is not None and event not in events:
-                continue
-            if own_pid is not None and m.group(_TID) == own_pid:
-                continue
-            if threads is not None and m.group(_TID) not in threads:
-                continue
-            if comm is not None and m.group(_COMM) != comm:
-                continue
-            if self._remaining is not None:
-                if self._remaining <= 0:
-                    break
-                self._remaining -= 1
-            counts.hits += 1
-            if self._as_json:
-                hit = self._parser.hit(m)
-                append(_to_json_line(hit.to_json(backend_of.get(event, ""))))
-            else:
-                c, p, cpu, ts, _, site, module, function, _ = m.groups()
-                append(f"{ts:>14} {cpu:>3} {p:>7} {c:<16} {event:<20} {_where(site, module, function)}{args}")
-        else:  # all of text was seen (no --count cut it short): account for every line
+        counts, remaining = self.counts, self._remaining
+        # Matching the whole text first, then rendering, is faster than taking turns.
+        matches = list(hit_matches(text))
+        wanted = self._wanted_in(text)
+        hits = iter(matches) if wanted is None else filter(wanted, matches)
+        # --count: a line past the last to print shows that the watch ends within this text.
+        lines = list(map(self._line, hits if remaining is None else islice(hits, remaining + 1)))
+        cut = remaining is not None and len(lines) > remaining
+        if remaining is not None:
+            del lines[remaining:]
+            self._remaining = remaining - len(lines)
+        counts.hits += len(lines)
+        if not cut:  # all of text was seen: account for every line
             lost = lost_events(text)
             for cpu_no, n in lost:
                 counts.lost += n
-                append(_to_json_line({"lost": n, "cpu": cpu_no}) if self._as_json else f"LOST {n} events on CPU {cpu_no}")
-            unparsed = text.count("\n") - matched - len(lost)
+                lines.append(_to_json_line({"lost": n, "cpu": cpu_no}) if self._as_json else f"LOST {n} events on CPU {cpu_no}")
+            unparsed = text.count("\n") - len(matches) - len(lost)
             if unparsed and counts.first_unparsed is None:
                 counts.first_unparsed = _first_unparsed(text)
             counts.unparsed += unparsed
         if lines:
-            append("")
+            lines.append("")
             self._out.write("\n".join(lines))
+
+    def _wanted_in(self, text: str) -> Callable[[re.Match[str]], bool] | None:
+        """Whether a hit of text is to be printed, or None when every one is."""
+        events, threads, comm, namers = self._events, self._threads, self._comm, self._parser.namers
+        # A thread id is printed as "-TID ": without that text, no hit of text is the watcher's.
+        own_pid = self._own_pid if self._own_pid is not None and f"-{self._own_pid} " in text else None
+        if events is None and threads is None and comm is None and own_pid is None:
+            return None
+
+        def wanted(m: re.Match[str]) -> bool:
+            event, args, tid = m.group(_EVENT, _ARGS, _TID)
+            if events is not None and probe_name(event, args, namers)[0] not in events:
+                return False
+            return tid != own_pid and (threads is None or tid in threads) and (comm is None or m.group(_COMM) == comm)
+        return wanted
 
     def flush(self) -> None:
         self._out.flush()

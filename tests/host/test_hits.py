@@ -6,9 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from captured import CAPTURES
+from captured import CAPTURES, DATA
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kpctl.hits import HitParser, HitStream, lost_events, parse_value
+from kpctl import hits
+from kpctl.backends.kmod import PROBE_NAMERS
+from kpctl.hits import HitParser, HitStream, lost_events, parse_args, parse_value
 from kpctl.model import ArgType, parse_probe
 
 ENTRY = '             cat-154     [000] .....     6.381431: regs: (vfs_read+0x0/0x310) arg1=0xff36853042c4be00 buf=0x7ffc94e608d8 s0=0xffffffff84a76930 st=0xff68d6b340637ec0 cnt=832 bf=0 arr={0x30,0x69,0xa7,0x84} sym=arch_rethook_trampoline+0x0/0x60\n'
@@ -129,3 +133,66 @@ def test_the_watchers_own_hits_are_left_out() -> None:
     stream.feed(ENTRY + ENTRY.replace("cat-154 ", "cat-155 "))
     assert (stream.counts.hits, stream.counts.unparsed) == (1, 0)
     assert " 155 " in out.getvalue() and " 154 " not in out.getvalue()
+
+
+def watched(capture: Path, as_json: bool) -> str:
+    """What watch prints of a capture's hits, its LOST notices included."""
+    probes = probes_of(capture)
+    out = io.StringIO()
+    stream = HitStream(out, probes, as_json=as_json, backend_of={p.event: "tracefs" for p in probes if p.event})
+    for name in ("trace_pipe", "trace_pipe.lost"):
+        stream.feed((capture / name).read_text())
+    return out.getvalue()
+
+
+# data/watch/ holds what watch printed of each capture before its output had a fast path
+# (kpctl at 5186a9a): the fast path prints the same, byte for byte.
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_watch_output_is_what_it_was_before_the_fast_path(capture: Path, as_json: bool) -> None:
+    assert watched(capture, as_json) == (DATA / "watch" / f"{capture.name}.{'jsonl' if as_json else 'txt'}").read_text()
+
+
+def test_output_is_the_same_once_the_rendered_pieces_kept_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    capture = CAPTURES[-1]
+    expected = [watched(capture, as_json) for as_json in (False, True)]
+    monkeypatch.setattr(hits, "_KEPT", 3)
+    assert [watched(capture, as_json) for as_json in (False, True)] == expected
+
+
+def test_json_of_module_hits_is_their_hits_fields() -> None:
+    text = (DATA / "kmod" / "x86_64-6.12" / "trace.txt").read_text()
+    out = io.StringIO()
+    HitStream(out, as_json=True, namers=PROBE_NAMERS, backend_of={"cap_entry": "kmod"}).feed(text)
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == [
+        {"time": float(h.timestamp), "cpu": h.cpu, "tid": h.tid, "comm": h.comm, "probe": h.event,
+         "backend": "kmod" if h.event == "cap_entry" else "", "where": h.where, "args": h.args}
+        for h in HitParser(namers=PROBE_NAMERS).hits(text)]
+
+
+# Printed values: the forms the kernel prints, and odd text with the characters that could
+# split arguments wrongly or need JSON's escapes.
+NUMBER = st.sampled_from(["0", "-100", "832", "0x0", "0x340", "0xffffffffffffffff"])
+STRING = st.sampled_from(['"/etc/ld.so.cache"', '"a b x=1"', '""', '"cat"'])
+ODD = st.one_of(
+    st.sampled_from(["-0", "007", "0x", "0xZ", "(fault)", '"a"b"', '"\\"', '"\u00e9"', "{}", "{0x1,}", "'a'"]),
+    st.text(alphabet=' "\\x0123456789abf-=(){},\'\u00e9\t', max_size=12),
+)
+ODD_ONE_IN_6 = [False] * 5 + [True]
+SCHEMAS = [
+    ("x=$arg1 s=+0($arg2):string u=$arg3:u32 sym=$stack0:symbol arr=+0($stack):x8[2] y=$arg4",
+     [st.one_of(NUMBER, STRING), STRING, NUMBER, st.sampled_from(["ksys_read+0x6d/0xf0", "0xffffffff8b4486dd"]),
+      st.sampled_from(["{0x30,0x69}", "{-1,2}"]), NUMBER]),
+    ("x=$arg1 c=+0($arg2):char", [NUMBER, st.sampled_from(["'a'", "'\\''"])]),  # a char has no fast path
+]
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_json_arguments_are_parse_args_encoded(data: st.DataObject) -> None:
+    args, forms = data.draw(st.sampled_from(SCHEMAS))
+    schema = HitParser([parse_probe(f"p:kpctl/e f {args}")]).schema("e")
+    assert schema is not None
+    values = [data.draw(ODD if data.draw(st.sampled_from(ODD_ONE_IN_6)) else form) for form in forms]
+    text = "".join(f" {a.split('=')[0]}={v}" for a, v in zip(args.split(), values, strict=True))
+    assert schema.json_args(text) == json.dumps(parse_args(text, schema), separators=(",", ":"))
