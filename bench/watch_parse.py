@@ -45,14 +45,16 @@ def whole_line_chunks(text: str, size: int = 65536) -> list[str]:
     return chunks
 
 
-def best_rate(lines: int, run: Callable[[], None], rounds: int = 5) -> float:
-    """Lines per second of the fastest round: the others measured the machine's load."""
-    best = float("inf")
+def best_rates(lines: int, runs: list[Callable[[], None]], rounds: int = 5) -> list[float]:
+    """Lines per second of each run's fastest round: the others measured the machine's
+    load. The runs take turns in each round, so that a ratio of two compares like with like."""
+    best = [float("inf")] * len(runs)
     for _ in range(rounds):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return lines / best
+        for i, run in enumerate(runs):
+            started = time.perf_counter()
+            run()
+            best[i] = min(best[i], time.perf_counter() - started)
+    return [lines / b for b in best]
 
 
 def parse(text: str) -> None:
@@ -77,11 +79,11 @@ def main() -> None:
         lines = text.count("\n")
         chunks = whole_line_chunks(text)
 
-        rates = [
-            best_rate(lines, partial(parse, text)),
-            best_rate(lines, partial(output, chunks, probes, as_json=False)),
-            best_rate(lines, partial(output, chunks, probes, as_json=True)),
-        ]
+        rates = best_rates(lines, [
+            partial(parse, text),
+            partial(output, chunks, probes, as_json=False),
+            partial(output, chunks, probes, as_json=True),
+        ])
         parse_rate, text_rate, json_rate = rates
         print(f"{capture.name:<16} {lines:>8} " + " ".join(f"{r:>12,.0f}" for r in rates)
               + f" {text_rate / parse_rate:>10.2f} {json_rate / parse_rate:>10.2f}")
