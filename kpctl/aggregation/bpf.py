@@ -41,6 +41,7 @@ from kpctl.ebpf.syscalls import (
     STACK_TRACE,
     BpfError,
     Map,
+    allow_descriptors,
     attach_kprobe_multi,
     attach_perf_event,
     kprobe_pmu_type,
@@ -77,10 +78,9 @@ def _attach(stack: ExitStack, name: str, program: list[Item], functions: Sequenc
             pass  # no CONFIG_FPROBE, or a function fprobe cannot take: one kprobe each
     prog = load_program(code, name)
     stack.callback(os.close, prog)
+    allow_descriptors(len(functions))
     for index, function in enumerate(functions):
-        event = open_kprobe(function, is_return)
-        stack.callback(os.close, event)
-        stack.callback(os.close, attach_perf_event(prog, event, index))
+        stack.callback(os.close, attach_perf_event(prog, open_kprobe(function, is_return), index))
     return PERF_KPROBES
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import os
+import resource
 import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -166,11 +168,21 @@ def _pmu_retprobe_bit() -> int:
     return int((KPROBE_PMU / "format" / "retprobe").read_text().strip().split(":")[1])
 
 
+@functools.cache
 def kprobe_pmu_type() -> int | None:
     try:
         return int((KPROBE_PMU / "type").read_text())
     except (OSError, ValueError):
         return None
+
+
+def allow_descriptors(how_many: int) -> None:
+    """Room for how_many more file descriptors: a link per function, 1,000 for a glob,
+    past the usual soft limit of 1,024. Raised up to the hard limit, as bcc does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = len(os.listdir("/proc/self/fd")) + how_many + 16
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
 
 
 def open_kprobe(function: str, is_return: bool) -> int:
@@ -189,20 +201,23 @@ def open_kprobe(function: str, is_return: bool) -> int:
                         ctypes.c_ulong(_PERF_FLAG_FD_CLOEXEC))
     except OSError as e:
         kind = "kretprobe" if is_return else "kprobe"
-        hint = ("kallsyms has several functions of this name, and the kernel takes a unique one (kpctl funcs "
-                "names them)" if e.errno == errno.EADDRNOTAVAIL else _privilege_hint(e.errno))
+        hint = ("kallsyms has this name more than once (a function or data), and the kernel takes a unique one"
+                if e.errno == errno.EADDRNOTAVAIL else _privilege_hint(e.errno))
         raise BpfError(f"the kernel refused a {kind} on {function}: {e.strerror}", e.errno, hint) from None
 
 
 def attach_perf_event(program: int, event: int, cookie: int) -> int:
     """A link of program to a perf event with a cookie the program reads
     (bpf_get_attach_cookie(): v5.15, commit 82e6b1eee6a8 "bpf: Allow to specify
-    user-provided bpf_cookie for BPF perf links"); the event enabled. The link's fd."""
+    user-provided bpf_cookie for BPF perf links"); the event enabled, and its fd closed
+    whatever happens: the link holds the event. The link's fd."""
     try:
         link = _bpf(LINK_CREATE, struct.pack("<IIIIQ", program, event, ATTACH_PERF_EVENT, 0, cookie))
         fcntl.ioctl(event, _PERF_EVENT_IOC_ENABLE, 0)
     except OSError as e:
         raise BpfError(f"the kernel refused to attach a BPF program: {e.strerror}", e.errno) from None
+    finally:
+        os.close(event)
     return link
 
 

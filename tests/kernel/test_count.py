@@ -383,3 +383,24 @@ def test_the_bpf_engine_counts_a_glob_exactly_through_one_attach(tracefs: Tracef
         [table] = [json.loads(line) for line in out.splitlines()]
         found[engine] = [(row["function"], row["hits"]) for row in table["counts"] if row["by"].endswith(f" {os.getpid()}")]
     assert found["bpf"] == found["tracefs"] == [(syscall_symbol(WORKLOAD_SYSCALL), CALLS)], found
+
+
+def test_count_by_an_argument_keys_each_value_as_its_type_prints_it(tracefs: Tracefs, engine: str, tmp_path: Path) -> None:
+    """--by a fetch argument: ksys_read's fd, made 777 here (no other task reads through
+    such an fd), counted exactly and printed as s32."""
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * 100)
+    proc = count(engine, "ksys_read", "--by", "fd=$arg1:s32", "-d", "600")
+    started(proc)
+    with data.open("rb", buffering=0) as f:
+        os.dup2(f.fileno(), 777)
+        try:
+            for _ in range(7):
+                os.read(777, 10)  # read(2) goes through ksys_read
+        finally:
+            os.close(777)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    [table] = [json.loads(line) for line in out.splitlines()]
+    assert [row["hits"] for row in table["counts"] if row["by"] == "777"] == [7], table
