@@ -17,7 +17,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -358,37 +358,53 @@ int kpctl_count(void *ctx) {
 """
 
 
-def bpf_probe(kind: str) -> Setup:
+def bpf_kprobe(is_return: bool) -> Setup:
+    """A BPF program counting hits in a map, on a perf kprobe: kpctl's own (no compiler),
+    as the bpf counting engine attaches them."""
+    @contextmanager
+    def setup(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
+        from kpctl.ebpf.asm import assemble
+        from kpctl.ebpf.programs import hit_counter
+        from kpctl.ebpf.syscalls import ARRAY, BpfError, Map, attach_perf_event, load_program, open_kprobe
+
+        with ExitStack() as stack:
+            try:
+                counter = Map(ARRAY, 4, 8, 1, "kpctl_hits")
+                stack.callback(counter.close)
+                program = load_program(assemble(hit_counter(counter.fd)), "kpctl_bench")
+                stack.callback(os.close, program)
+                stack.callback(os.close, attach_perf_event(program, open_kprobe(bench.driver.symbol, is_return), 0))
+            except BpfError as e:
+                raise NotMeasured(e.message) from None
+
+            def hits() -> int:
+                return int.from_bytes(counter.lookup(bytes(4)) or bytes(8), "little")
+
+            yield hits, _described(bench, 0, None)
+    return setup
+
+
+def bpf_trampoline(kind: str) -> Setup:
+    """fentry or fexit through bcc (kpctl's loader does kprobes only)."""
     @contextmanager
     def setup(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
         symbol = bench.driver.symbol
-        text = _BPF_COUNTER
         try:
             bcc = import_bcc()
-            if kind in ("fentry", "fexit"):
-                if not bcc.BPF.support_kfunc():
-                    raise NotMeasured("this kernel or bcc has no fentry/fexit (BPF trampolines)")
-                if bench.driver.module and not Path(f"/sys/kernel/btf/{bench.driver.module}").exists():
-                    raise NotMeasured(f"{bench.driver.module} has no BTF (an out-of-tree build without pahole)")
-                macro = "KFUNC_PROBE" if kind == "fentry" else "KRETFUNC_PROBE"
-                text = text.replace("int kpctl_count(void *ctx) {", f"{macro}({symbol}) {{")
-            program = compile_program(text)
+            if not bcc.BPF.support_kfunc():
+                raise NotMeasured("this kernel or bcc has no fentry/fexit (BPF trampolines)")
+            if bench.driver.module and not Path(f"/sys/kernel/btf/{bench.driver.module}").exists():
+                raise NotMeasured(f"{bench.driver.module} has no BTF (an out-of-tree build without pahole)")
+            macro = "KFUNC_PROBE" if kind == "fentry" else "KRETFUNC_PROBE"
+            program = compile_program(_BPF_COUNTER.replace("int kpctl_count(void *ctx) {", f"{macro}({symbol}) {{"))
         except KpctlError as e:  # no bcc, or a build that failed: the row says why, as the CLI would
             raise NotMeasured(f"{e.message}\n{e.hint}" if e.hint else e.message) from None
         try:
-            try:
-                if kind == "kprobe":
-                    program.attach_kprobe(event=symbol, fn_name="kpctl_count")
-                elif kind == "kretprobe":
-                    program.attach_kretprobe(event=symbol, fn_name="kpctl_count")
-            except Exception as e:  # bcc raises plain Exceptions
-                raise NotMeasured(f"bcc could not attach a {kind}: {e}") from None
-
             def hits() -> int:
                 table = program["kpctl_hits"]
                 return int(table[table.Key(0)].value)
 
-            yield hits, (_described(bench, 0, None) if kind.startswith("k") else "BPF trampoline")
+            yield hits, "BPF trampoline"
         finally:
             program.cleanup()
     return setup
@@ -405,10 +421,10 @@ MECHANISMS: tuple[tuple[str, Setup | None], ...] = (
     ("kretprobe (tracefs)", return_kprobe),
     ("kprobe (module)", module_probe(False)),
     ("kretprobe (module)", module_probe(True)),
-    ("BPF kprobe", bpf_probe("kprobe")),
-    ("BPF kretprobe", bpf_probe("kretprobe")),
-    ("BPF fentry", bpf_probe("fentry")),
-    ("BPF fexit", bpf_probe("fexit")),
+    ("BPF kprobe", bpf_kprobe(False)),
+    ("BPF kretprobe", bpf_kprobe(True)),
+    ("BPF fentry", bpf_trampoline("fentry")),
+    ("BPF fexit", bpf_trampoline("fexit")),
 )
 
 

@@ -306,3 +306,14 @@ def latency_return(maps: LatencyMaps, counts: CountMaps, split: Split, unit_ns: 
         alu64(MOV, R1, R9), *_log2_up(R1), store(4, R10, KEY + 4, R0),
         *_count(counts),
     ]
+
+
+def hit_counter(counter: int) -> list[Item]:
+    """Every hit added to the one u64 of an array map (bench's BPF rows)."""
+    return [
+        store_imm(4, R10, DROPPED_KEY, 0),
+        *load_map(R1, counter), alu64(MOV, R2, R10), alu64(ADD, R2, imm=DROPPED_KEY), call(MAP_LOOKUP_ELEM),
+        jump(JEQ, R0, "out", imm=0),
+        alu64(MOV, R1, imm=1), atomic_add(8, R0, 0, R1),
+        Label("out"), alu64(MOV, R0, imm=0), exit_(),
+    ]

@@ -115,6 +115,10 @@ class UnbuildableBpf:
         os.write(1, b"Unable to find kernel headers.\n")
         raise Exception("Failed to compile BPF module <text>")
 
+    @staticmethod
+    def support_kfunc() -> bool:
+        return True
+
 
 @pytest.mark.parametrize(("bcc", "detail"), [
     (None, f"bcc is not installed for this Python\n{INSTALL_HINT}"),
@@ -125,7 +129,7 @@ def test_a_bpf_row_that_cannot_run_says_why_and_stdout_stays_the_bench_s(
     bcc: object, detail: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setitem(sys.modules, "bcc", bcc)
-    with pytest.raises(bench.NotMeasured) as e, bench.bpf_probe("kprobe")(SimpleNamespace(driver=DRIVER)):  # type: ignore[arg-type]
+    with pytest.raises(bench.NotMeasured) as e, bench.bpf_trampoline("fentry")(SimpleNamespace(driver=DRIVER)):  # type: ignore[arg-type]
         pass
     assert str(e.value) == detail
     assert capfd.readouterr() == ("", "")

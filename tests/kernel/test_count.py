@@ -28,7 +28,9 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 CALLS = 50
 KPROBES_LIST = Path("/sys/kernel/debug/kprobes/list")
 ENGINES = ["bpf", "tracefs"]
-AGREEING = ["bpf", "bcc", "tracefs"]  # what every engine must count the same: bcc compiles for seconds, so only these
+# What every engine must count the same (a count, buckets, stacks): bcc compiles for
+# seconds per command, so only these.
+AGREEING = ["bpf", "bcc", "tracefs"]
 HIDE_BCC = "import sys; sys.modules['bcc'] = None; from kpctl.cli.main import main; main()"
 
 
@@ -217,8 +219,7 @@ def test_hist_of_read_sizes_puts_each_in_its_power_of_two(tracefs: Tracefs, engi
     assert buckets[(2049, 4096)] >= 7, buckets
 
 
-def test_hist_of_a_return_value_uses_a_return_probe(tracefs: Tracefs, every_engine: str) -> None:
-    engine = every_engine
+def test_hist_of_a_return_value_uses_a_return_probe(tracefs: Tracefs, engine: str) -> None:
     symbol = syscall_symbol(WORKLOAD_SYSCALL)
     proc = kpctl(engine, "hist", symbol, "ret=$retval:u64", "-d", "600")
     started(proc)

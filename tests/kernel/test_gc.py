@@ -8,7 +8,6 @@ inspect --arm waits for a return there, long enough to be killed), and so do the
 bystanders."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
@@ -34,7 +33,7 @@ FUNCTION = {"x86_64": "__x64_sys_", "aarch64": "__arm64_sys_"}.get(platform.mach
 OTHER_GROUP = "othertool"  # another tool's: its probe and its instance
 OTHER_PROBE = f"p:{OTHER_GROUP}/other {FUNCTION}"
 KEEP = "keepme"  # a long-lived kpctl probe
-STARTED_WITHIN = 300  # seconds: bcc compiles for a while under emulation
+STARTED_WITHIN = 300  # seconds: a start-up under emulation, beside a busy neighbour
 
 
 class Setting(NamedTuple):
@@ -125,11 +124,15 @@ def counting(*args: str) -> Callable[[Setting, list[subprocess.Popen[str]]], sub
     return start
 
 
-def bcc_count(setting: Setting, beside: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
-    require(importlib.util.find_spec("bcc") is not None, "needs bcc (python3-bpfcc)")
+def bpf_latency(setting: Setting, beside: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
+    """kpctl's own BPF engine (bcc's works the same way: perf kprobes, fds only)."""
+    from kpctl.aggregation.bpf import availability
+
+    available = availability()
+    require(available.usable, available.detail)
     armed = len(state(setting.tracefs)["kprobes/list"])
-    proc = counting("count", "--engine", "bcc", FUNCTION)(setting, beside)
-    assert len(state(setting.tracefs)["kprobes/list"]) == armed + 1, "bcc's probe is not armed"
+    proc = counting("latency", "--engine", "bpf", FUNCTION)(setting, beside)
+    assert len(state(setting.tracefs)["kprobes/list"]) == armed + 2, "its entry and return probes are not armed"
     return proc
 
 
@@ -167,7 +170,7 @@ CASES = {
                          lambda pid: [f"instance kpctl_count_{pid}", f"probe kpctl_count_{pid}/{FUNCTION}"]),
     "stacks-tracefs": Case(counting("stacks", "--engine", "tracefs", FUNCTION),
                            lambda pid: [f"instance kpctl_count_{pid}", f"probe kpctl_count_{pid}/{FUNCTION}"]),
-    "count-bcc": Case(bcc_count, lambda pid: []),  # the kernel closes BPF's and perf's with the process
+    "latency-bpf": Case(bpf_latency, lambda pid: []),  # the kernel closes BPF's and perf's with the process
     "second-watch": Case(second_watch, lambda pid: [f"instance kpctl-watch-{pid}"]),
     "inspect-arm": Case(inspect_arm, lambda pid: [f"instance kpctl_inspect_p{pid}", f"probe kpctl_inspect/p{pid}_ret"]),
 }
