@@ -122,19 +122,18 @@ def many_functions(how_many: int) -> list[str]:
 
 def ready_s(argv: list[str], ready: str | None, runs: int = 3) -> float:
     """Median seconds from starting argv to ready on its stderr (None: to its exit)."""
-    times = []
-    for _ in range(runs):
+    def once() -> float:
         began = time.perf_counter()
         if ready is None:
             subprocess.run(argv, cwd=CHECKOUT, check=True)
-        else:
-            proc = started(argv, ready)
-            times.append(time.perf_counter() - began)
-            proc.send_signal(signal.SIGINT)
-            proc.communicate(timeout=300)
-            continue
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+            return time.perf_counter() - began
+        proc = started(argv, ready)
+        took = time.perf_counter() - began
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=300)
+        return took
+
+    return statistics.median(once() for _ in range(runs))
 
 
 def best_first_table_s(argv: list[str], first: str, runs: int = 3) -> float:

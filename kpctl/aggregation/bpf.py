@@ -23,6 +23,8 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from kpctl.aggregation.counts import UNITS, Count, counts_of, histogram_split, plain_functions, split_by
 from kpctl.ebpf.asm import GET_ATTACH_COOKIE, MOV, R0, Item, alu64, assemble, call, exit_
 from kpctl.ebpf.programs import (
+    CALL_SIZE,
+    FRAME_SIZE,
     KEY_FORMAT,
     MAX_STACK,
     CountMaps,
@@ -57,9 +59,6 @@ from kpctl.tracefs import Tracefs
 ENGINE = "bpf"
 TABLE_SIZE = 10240  # entries of each hash, as bcc's default
 
-_DEPTH_KEY, _FRAME_KEY = 8, 16  # struct sizes: see programs.CALL and programs.FRAME
-
-
 MULTI_LINK, PERF_KPROBES = "one kprobe_multi link", "a perf kprobe each"
 
 
@@ -69,13 +68,15 @@ def _attach(stack: ExitStack, name: str, program: list[Item], functions: Sequenc
     by stack. How it attached: MULTI_LINK or PERF_KPROBES."""
     code = assemble(program)
     if multi and len(functions) > 1:
-        try:
-            prog = load_program(code, name, ATTACH_KPROBE_MULTI)
-            stack.callback(os.close, prog)
-            stack.callback(os.close, attach_kprobe_multi(prog, functions, is_return))
-            return MULTI_LINK
-        except BpfError:
-            pass  # no CONFIG_FPROBE, or a function fprobe cannot take: one kprobe each
+        with ExitStack() as multi_stack:
+            try:
+                prog = load_program(code, name, ATTACH_KPROBE_MULTI)
+                multi_stack.callback(os.close, prog)
+                multi_stack.callback(os.close, attach_kprobe_multi(prog, functions, is_return))
+                stack.push(multi_stack.pop_all())
+                return MULTI_LINK
+            except BpfError:
+                pass  # no CONFIG_FPROBE, or a function fprobe cannot take: one kprobe each, this program closed
     prog = load_program(code, name)
     stack.callback(os.close, prog)
     allow_descriptors(len(functions))
@@ -189,9 +190,9 @@ class BpfLatencyTimer(_Engine):
         self.unit_ns = UNITS[unit]
 
     def _programs(self, stack: ExitStack, counts: CountMaps) -> str:
-        depth = Map(HASH, _DEPTH_KEY, 4, TABLE_SIZE, "kpctl_depth")
+        depth = Map(HASH, CALL_SIZE, 4, TABLE_SIZE, "kpctl_depth")
         stack.callback(depth.close)
-        start = Map(HASH, _FRAME_KEY, 8, TABLE_SIZE, "kpctl_start")
+        start = Map(HASH, FRAME_SIZE, 8, TABLE_SIZE, "kpctl_start")
         stack.callback(start.close)
         maps = LatencyMaps(depth.fd, start.fd)
         # Return probes first: a call already running when its entry probe arms is then

@@ -77,9 +77,9 @@ KEY_FORMAT = "<IIQ16s"
 ZERO = -40  # a counter's first value
 SCRATCH = -48  # memory read by a fetch argument
 DROPPED_KEY = -52
-CALL = -64  # latency: struct {u32 tid; u32 probe}
+CALL, CALL_SIZE = -64, 8  # latency: struct {u32 tid; u32 probe}
 DEPTH_ZERO = -68
-FRAME = -88  # latency: struct {u32 tid; u32 probe; u32 depth; u32 pad}
+FRAME, FRAME_SIZE = -88, 16  # latency: struct {u32 tid; u32 probe; u32 depth; u32 pad}
 NOW = -96
 
 NOEXIST = 1

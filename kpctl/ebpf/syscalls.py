@@ -25,13 +25,12 @@ _SYSCALLS = {"x86_64": (321, 298), "aarch64": (280, 241)}  # (bpf, perf_event_op
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
 
 # bpf(2) commands, map and program types, attach types.
-MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY, PROG_LOAD = 0, 1, 2, 3, 4, 5
-LINK_CREATE = 28
+# (bpf(2)'s commands are private: asm.py's helper numbers bear the same names.)
+_MAP_CREATE, _MAP_LOOKUP_ELEM, _MAP_GET_NEXT_KEY, _PROG_LOAD, _LINK_CREATE = 0, 1, 4, 5, 28
 HASH, ARRAY, STACK_TRACE = 1, 2, 7
 PROG_TYPE_KPROBE = 2
 ATTACH_PERF_EVENT, ATTACH_KPROBE_MULTI = 41, 42
 KPROBE_MULTI_RETURN = 1
-NOEXIST = 1  # map update flag: only a new key
 
 _PERF_FLAG_FD_CLOEXEC = 8
 _PERF_EVENT_IOC_ENABLE = 0x2400
@@ -83,7 +82,7 @@ class Map:
         self.key_size, self.value_size = key_size, value_size
         attr = struct.pack("<IIIIIII16s", kind, key_size, value_size, max_entries, 0, 0, 0, _object_name(name))
         try:
-            self.fd = _bpf(MAP_CREATE, attr)
+            self.fd = _bpf(_MAP_CREATE, attr)
         except OSError as e:
             raise BpfError(f"the kernel refused a BPF map ({name}): {e.strerror}", e.errno, _privilege_hint(e.errno)) from None
 
@@ -94,7 +93,7 @@ class Map:
     def lookup(self, key: bytes) -> bytes | None:
         value = ctypes.create_string_buffer(self.value_size)
         try:
-            self._call(MAP_LOOKUP_ELEM, ctypes.create_string_buffer(key, self.key_size), value)
+            self._call(_MAP_LOOKUP_ELEM, ctypes.create_string_buffer(key, self.key_size), value)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 return None
@@ -108,7 +107,7 @@ class Map:
         while True:
             following = ctypes.create_string_buffer(self.key_size)
             try:
-                self._call(MAP_GET_NEXT_KEY, key, following)
+                self._call(_MAP_GET_NEXT_KEY, key, following)
             except OSError as e:
                 if e.errno == errno.ENOENT:
                     return
@@ -147,7 +146,7 @@ def load_program(code: bytes, name: str, expected_attach_type: int = 0) -> int:
         attr = struct.pack("<IIQQIIQII16sII", PROG_TYPE_KPROBE, len(code) // 8, _address(insns), _address(license),
                            1 if log is not None else 0, len(log) if log is not None else 0, _address(log),
                            0, 0, _object_name(name), 0, expected_attach_type)
-        return _bpf(PROG_LOAD, attr)
+        return _bpf(_PROG_LOAD, attr)
 
     try:
         return attempt(None)
@@ -212,7 +211,7 @@ def attach_perf_event(program: int, event: int, cookie: int) -> int:
     user-provided bpf_cookie for BPF perf links"); the event enabled, and its fd closed
     whatever happens: the link holds the event. The link's fd."""
     try:
-        link = _bpf(LINK_CREATE, struct.pack("<IIIIQ", program, event, ATTACH_PERF_EVENT, 0, cookie))
+        link = _bpf(_LINK_CREATE, struct.pack("<IIIIQ", program, event, ATTACH_PERF_EVENT, 0, cookie))
         fcntl.ioctl(event, _PERF_EVENT_IOC_ENABLE, 0)
     except OSError as e:
         raise BpfError(f"the kernel refused to attach a BPF program: {e.strerror}", e.errno) from None
@@ -231,6 +230,6 @@ def attach_kprobe_multi(program: int, functions: Sequence[str], is_return: bool)
     attr = struct.pack("<IIIIIIQQQ", program, 0, ATTACH_KPROBE_MULTI, 0, KPROBE_MULTI_RETURN if is_return else 0,
                        len(names), ctypes.addressof(symbols), 0, ctypes.addressof(cookies))
     try:
-        return _bpf(LINK_CREATE, attr)
+        return _bpf(_LINK_CREATE, attr)
     except OSError as e:
         raise BpfError(f"the kernel refused a kprobe_multi link: {e.strerror}", e.errno) from None
