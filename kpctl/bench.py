@@ -7,7 +7,8 @@ probed function is the syscall's. Each mechanism is set up on the driver's funct
 timed over several runs, checked (its own hit count against the calls made, the
 kprobe's state in debug/kprobes/list against what the row claims, and the live code at
 the kprobe's address, read through /proc/kcore as `kpctl inspect` reads it, against
-that state) and removed, however the bench ends. The optimization sysctl is restored.
+that state) and removed, however the bench ends: each row is a session of the process's
+own (gc.owned_session()), gone before the next row. The optimization sysctl is restored.
 """
 from __future__ import annotations
 
@@ -18,19 +19,19 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kpctl.backends.tracefs import TracefsBackend
 from kpctl.bcc_glue import compile_program, import_bcc
 from kpctl.errors import KpctlError
+from kpctl.gc import owned_session
 from kpctl.inspect.arm import OPTIMIZATION_SYSCTL
 from kpctl.inspect.disasm import host_arch, kprobe_mark
 from kpctl.inspect.kcore import Kcore
-from kpctl.manager import short_lived
 from kpctl.model import Probe, Target
-from kpctl.sessions import session_name
+from kpctl.sessions import Session
 from kpctl.tracefs import KprobeState, Tracefs
 
 _OFFSETS = range(1, 48)  # where an offset probe may go: the first the kernel takes past the entry
@@ -116,12 +117,16 @@ class Bench:
     driver: Driver
     calls: int
     runs: int
-    group: str = session_name("bench")
     offset: int | None = None  # of offset probes, found once
+    session: Session = field(default_factory=lambda: Session.mine("bench"))
+
+    @property
+    def group(self) -> str:
+        return self.session.group
 
     @property
     def instance(self) -> str:
-        return f"instances/{self.group}"
+        return self.session.instance
 
     @property
     def target(self) -> Target:
@@ -142,17 +147,16 @@ class Bench:
 Setup = Callable[[Bench], AbstractContextManager[tuple[Callable[[], int], str]]]
 
 
-@contextmanager
-def _tracefs_probe(bench: Bench, kind: str, offset: int = 0, enable: bool = True) -> Iterator[TracefsBackend]:
+def _tracefs_probe(bench: Bench, kind: str, offset: int = 0, enable: bool = True) -> TracefsBackend:
+    """A probe of the row's session (which removes it)."""
     if not bench.tracefs.path("kprobe_events").exists():
         raise NotMeasured("this kernel has no kprobe events (CONFIG_KPROBE_EVENTS)")
     backend = TracefsBackend(bench.tracefs, group=bench.group, instance=bench.instance)
     bench.tracefs.make_instance(bench.instance)
     probe = Probe("r" if kind == "r" else "p", Target(bench.target.symbol, offset, bench.target.module),
                   event="bench", group=bench.group)
-    # short_lived(): removed with signals held, and a Ctrl-C then stops the bench after it.
-    with short_lived(backend, [probe], enable=enable):
-        yield backend
+    backend.add([probe], enable=enable)
+    return backend
 
 
 def _profile_hits(backend: TracefsBackend) -> int:
@@ -202,20 +206,20 @@ def _described(bench: Bench, offset: int, claim: str | None) -> str:
 
 @contextmanager
 def entry_kprobe(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
-    with _tracefs_probe(bench, "p") as backend:
-        yield (lambda: _profile_hits(backend)), _described(bench, 0, None)
+    backend = _tracefs_probe(bench, "p")
+    yield (lambda: _profile_hits(backend)), _described(bench, 0, None)
 
 
 @contextmanager
 def return_kprobe(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
-    with _tracefs_probe(bench, "r") as backend:
-        yield (lambda: _profile_hits(backend)), _described(bench, 0, None)
+    backend = _tracefs_probe(bench, "r")
+    yield (lambda: _profile_hits(backend)), _described(bench, 0, None)
 
 
 @contextmanager
 def disabled_event(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
-    with _tracefs_probe(bench, "p", enable=False) as backend:
-        yield (lambda: _profile_hits(backend)), "defined, never enabled"
+    backend = _tracefs_probe(bench, "p", enable=False)
+    yield (lambda: _profile_hits(backend)), "defined, never enabled"
 
 
 def _probe_offset(bench: Bench) -> int:
@@ -225,7 +229,9 @@ def _probe_offset(bench: Bench) -> int:
         return bench.offset
     for offset in _OFFSETS:
         try:
-            with _tracefs_probe(bench, "p", offset, enable=False):
+            # Called before its row sets anything up: the session's end takes this try only.
+            with owned_session(bench.tracefs, "bench"):
+                _tracefs_probe(bench, "p", offset, enable=False)
                 if "FTRACE" in _described(bench, offset, None):
                     continue
         except KpctlError:
@@ -257,7 +263,8 @@ def _optimization(value: str) -> Iterator[None]:
 @contextmanager
 def offset_kprobe(bench: Bench, optimized: bool) -> Iterator[tuple[Callable[[], int], str]]:
     offset = _probe_offset(bench)
-    with _optimization("1" if optimized else "0"), _tracefs_probe(bench, "p", offset) as backend:
+    with _optimization("1" if optimized else "0"):
+        backend = _tracefs_probe(bench, "p", offset)
         if optimized:  # the optimizer runs a few jiffies after arming: wait for its jump
             deadline = time.monotonic() + 10
             while True:
@@ -286,11 +293,8 @@ def function_tracer(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
         tracefs.write_value(f"{bench.instance}/current_tracer", "function")
     except KpctlError as e:
         raise NotMeasured(f"the function tracer refused {bench.driver.symbol}: {e.message}") from None
-    try:
-        yield (lambda: _buffer_writes(tracefs, bench.instance)), "ftrace function tracer"
-    finally:
-        tracefs.write_value(f"{bench.instance}/current_tracer", "nop")
-        tracefs.write_value(f"{bench.instance}/set_ftrace_filter", "")
+    # Removing the instance (the session's end) stops its tracer and drops its filter.
+    yield (lambda: _buffer_writes(tracefs, bench.instance)), "ftrace function tracer"
 
 
 def _buffer_writes(tracefs: Tracefs, instance: str) -> int:
@@ -311,14 +315,8 @@ def fprobe_event(bench: Bench) -> Iterator[tuple[Callable[[], int], str]]:
         raise NotMeasured("this kernel has no fprobe events (f:, CONFIG_FPROBE_EVENTS)")
     tracefs.make_instance(bench.instance)
     tracefs.append_command("dynamic_events", f"f:{bench.group}/fentry {bench.driver.symbol}")
-    try:
-        tracefs.write_value(f"{bench.instance}/events/{bench.group}/fentry/enable", "1")
-        try:
-            yield (lambda: _buffer_writes(tracefs, bench.instance)), "fprobe (ftrace-based)"
-        finally:
-            tracefs.write_value(f"{bench.instance}/events/{bench.group}/fentry/enable", "0")
-    finally:
-        tracefs.append_command("dynamic_events", f"-:{bench.group}/fentry")
+    tracefs.write_value(f"{bench.instance}/events/{bench.group}/fentry/enable", "1")
+    yield (lambda: _buffer_writes(tracefs, bench.instance)), "fprobe (ftrace-based)"
 
 
 def module_probe(is_return: bool) -> Setup:
@@ -333,16 +331,14 @@ def module_probe(is_return: bool) -> Setup:
         from kpctl.kmod.messages import Kind
 
         client = bench.driver.client
-        probe = client.add(bench.driver.symbol, f"{bench.group}_{int(is_return)}",
+        probe = client.add(bench.driver.symbol, bench.session.member(int(is_return)),
                            kind=Kind.RETURN if is_return else Kind.ENTRY)
-        try:
-            def hits() -> int:
-                got = client.get(probe.id)
-                return int(got.ret_hits if is_return else got.hits)
 
-            yield hits, _described(bench, 0, None)
-        finally:
-            client.remove(probe.id)
+        def hits() -> int:
+            got = client.get(probe.id)
+            return int(got.ret_hits if is_return else got.hits)
+
+        yield hits, _described(bench, 0, None)
     return setup
 
 
@@ -433,26 +429,23 @@ def run_bench(bench: Bench, say: Callable[[str], None] | None = None) -> list[Ro
     baseline = bench.timed()
     base = statistics.median(baseline)
     rows = [Row(MECHANISMS[0][0], 0.0, max(baseline) - min(baseline), 0.0, 1.0, None, None, f"{base:.1f} ns per call")]
-    try:
-        for name, setup in MECHANISMS[1:]:
-            assert setup is not None
-            if say:
-                say(name)
-            try:
-                with setup(bench) as (hits, detail):
-                    before = hits()
-                    times = bench.timed()
-                    counted = hits() - before
-            except NotMeasured as e:
-                rows.append(Row(name, None, None, None, None, None, None, str(e)))
-                continue
-            median = statistics.median(times)
-            expected = 0 if setup is disabled_event else bench.made
-            rows.append(Row(name, median - base, max(times) - min(times), min(times) - min(baseline), median / base,
-                            counted, expected, detail))
-    finally:
-        if bench.tracefs.path(bench.instance).exists():
-            bench.tracefs.remove_instance(bench.instance)
+    for name, setup in MECHANISMS[1:]:
+        assert setup is not None
+        if say:
+            say(name)
+        try:
+            # The row's own state goes with its setup, the rest with the session.
+            with owned_session(bench.tracefs, "bench"), setup(bench) as (hits, detail):
+                before = hits()
+                times = bench.timed()
+                counted = hits() - before
+        except NotMeasured as e:
+            rows.append(Row(name, None, None, None, None, None, None, str(e)))
+            continue
+        median = statistics.median(times)
+        expected = 0 if setup is disabled_event else bench.made
+        rows.append(Row(name, median - base, max(times) - min(times), min(times) - min(baseline), median / base,
+                        counted, expected, detail))
     return rows
 
 

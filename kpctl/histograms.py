@@ -51,11 +51,6 @@ def trigger(key: str) -> str:
     return f"hist:keys={key}:vals=hitcount:sort=hitcount.descending:size=8192"
 
 
-def removal(command: str) -> str:
-    """What removes a trigger: the same command behind a '!'."""
-    return f"!{command}"
-
-
 def parse_hist(text: str) -> tuple[list[HistEntry], int]:
     """The entries of a hist file, and how many hits its full table dropped."""
     entries = []

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from kpctl.backends.base import ProbeBackend, ProbeInfo, ProbeStats
 from kpctl.errors import ProbeExistsError, ProbeNotFoundError, UsageError, check_given_once, check_probe_names, clipped
+from kpctl.gc import owned_session
 from kpctl.model import Probe
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND, backend_type
-from kpctl.sessions import WATCH_INSTANCES, session_of, watch_instance
-from kpctl.signals import signals_held, signals_ignored, stop_on_sigterm
+from kpctl.sessions import WATCH_INSTANCES, session_of
+from kpctl.signals import signals_held, stop_on_sigterm
 from kpctl.tracefs import KPCTL_INSTANCE, Tracefs
 
 if TYPE_CHECKING:
@@ -201,38 +202,24 @@ class ProbeManager:
 
     @contextmanager
     def _own_instance(self) -> Iterator[str]:
-        self._remove_stale_instances()
-        instance = f"instances/{watch_instance()}"
-        self.tracefs.make_instance(instance)
-        try:
+        with owned_session(self.tracefs, "watch") as session:
+            self.tracefs.make_instance(session.instance)
             with self.tracefs.changing():
                 for backend in self.backends:
-                    backend.record_into(instance)
-            yield instance
-        finally:
-            with signals_ignored():
-                self.tracefs.remove_instance(instance)
-
-    def _watch_instances(self) -> list[str]:
-        """The instances of the watches running beside the first, and of killed ones."""
-        return [f"instances/{p.name}" for p in self.tracefs.path("instances").glob(WATCH_INSTANCES)]
+                    backend.record_into(session.instance)
+            yield session.instance
 
     def _reach_watches(self, backend: ProbeBackend) -> None:
-        """What backend just turned on reaches the watches that read instances of their own."""
-        self._remove_stale_instances()
-        for instance in self._watch_instances():
+        """What backend just turned on reaches the watches that read instances of their
+        own; not those of killed watches (SIGKILL leaves them, for gc)."""
+        for path in self.tracefs.path("instances").glob(WATCH_INSTANCES):
+            session = session_of(path.name)
+            if session is None or session.gone(self.tracefs.proc):
+                continue
             try:
-                backend.record_into(instance)
+                backend.record_into(f"instances/{path.name}")
             except FileNotFoundError:
                 pass  # that watch just ended and removed its instance
-
-    def _remove_stale_instances(self) -> None:
-        """Instances of watches that were killed (SIGKILL leaves them): one still being
-        read is busy, and rmdir leaves it alone."""
-        for instance in self._watch_instances():
-            session = session_of(instance.removeprefix("instances/"))
-            if session is not None and not (self.tracefs.proc / str(session.pid)).exists():
-                self.tracefs.remove_instance(instance)
 
 
 class ProbeOwner(Protocol):

@@ -1,6 +1,8 @@
 """The names of what a kpctl process makes in the kernel for itself alone: made here from
 (purpose, pid), and told apart here by the inverse, so that `kpctl gc` finds what a
-killed process left, and `list` and `inspect` name the command that made a probe.
+killed process left, and `list` and `inspect` name the command that made a probe. A
+feature makes, uses and removes them inside gc.owned_session(), whose end removes them
+through gc's own code.
 
 - count, hist and stacks (tracefs engine): group and instance kpctl_count_PID;
 - latency (tracefs engine): kpctl_lat_PID, synthetic events kpctl_lat_PID_N;
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import NamedTuple
 
 INSPECT_GROUP = "kpctl_inspect"  # inspect --arm's own group: user probes stay untouched
@@ -28,31 +31,50 @@ _INSPECT_EVENT = re.compile(r"p(\d+)(?:_ret)?\Z")
 
 
 class Session(NamedTuple):
-    """Which kpctl process made a thing, and for what."""
+    """Which kpctl process made a thing, and for what; what it names its things."""
     purpose: str
     pid: int
+
+    @classmethod
+    def mine(cls, purpose: str) -> Session:
+        assert purpose in COMMANDS, purpose
+        return cls(purpose, os.getpid())
+
+    @property
+    def name(self) -> str:
+        """Its instance's name, and its group's (count, lat, bench)."""
+        if self.purpose == "inspect":
+            return f"{INSPECT_GROUP}_{self.inspect_event}"
+        if self.purpose == "watch":
+            return f"kpctl-watch-{self.pid}"
+        return f"kpctl_{self.purpose}_{self.pid}"
+
+    @property
+    def group(self) -> str:
+        """The tracefs group of its probes; inspect's share one, told apart by event."""
+        return INSPECT_GROUP if self.purpose == "inspect" else self.name
+
+    @property
+    def instance(self) -> str:
+        return f"instances/{self.name}"
+
+    @property
+    def inspect_event(self) -> str:
+        """inspect --arm's entry event in INSPECT_GROUP (its return probe's: _ret after)."""
+        return f"p{self.pid}"
+
+    def member(self, n: int) -> str:
+        """Its nth synthetic event (lat) or module probe (bench)."""
+        return f"{self.name}_{n}"
+
+    def gone(self, proc: Path) -> bool:
+        return not (proc / str(self.pid)).exists()
 
     def __str__(self) -> str:
         return f"{COMMANDS[self.purpose]} (pid {self.pid})"
 
 
-def session_name(purpose: str, pid: int | None = None) -> str:
-    """The group and instance of this process's (or pid's) purpose: count, lat or bench."""
-    assert purpose in ("count", "lat", "bench"), purpose
-    return f"kpctl_{purpose}_{os.getpid() if pid is None else pid}"
-
-
-def inspect_event(pid: int | None = None) -> str:
-    """inspect --arm's event in INSPECT_GROUP; its instance is INSPECT_GROUP_EVENT."""
-    return f"p{os.getpid() if pid is None else pid}"
-
-
-def watch_instance(pid: int | None = None) -> str:
-    """The instance a watch reads when another reads kpctl's own."""
-    return f"kpctl-watch-{os.getpid() if pid is None else pid}"
-
-
-WATCH_INSTANCES = "kpctl-watch-*"  # every watch_instance(), as a glob
+WATCH_INSTANCES = "kpctl-watch-*"  # every watch's instance, as a glob
 
 
 def session_of(name: str, group: str | None = None) -> Session | None:

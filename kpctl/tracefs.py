@@ -16,7 +16,7 @@ import io
 import os
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -256,11 +256,11 @@ class Tracefs:
             return False
         return True
 
-    def remove_triggers(self, relative: str) -> None:
-        """Remove every trigger of the events of an instance, those with actions
+    def remove_triggers(self, relative: str, groups: Sequence[str]) -> None:
+        """Remove every trigger of the events of groups in an instance, those with actions
         (onmatch) first, which hold the others' variables and synthetic events, as the
         kernel's ftrace selftests do (test.d/functions, reset_trigger_file())."""
-        files = sorted(self.path(relative).glob("events/*/*/trigger"))
+        files = sorted(f for group in groups for f in self.path(relative).glob(f"events/{group}/*/trigger"))
         triggers = [(f, line.split(" [", 1)[0].strip()) for f in files
                     for line in f.read_text(errors="replace").splitlines() if line and not line.startswith("#")]
         for file, line in sorted(triggers, key=lambda t: ":on" not in t[1]):

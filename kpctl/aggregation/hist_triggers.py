@@ -6,7 +6,7 @@ Each function gets a kprobe event in a group and a tracefs instance of this proc
 own, defined disabled; a hist trigger on the event in that instance turns it on in soft
 mode (trace_events.c, __ftrace_event_enable_disable() with soft_disable): the trigger
 sees every hit, nothing is written to a trace buffer. Triggers, probes and instance go
-when counting ends, however it ends.
+when counting ends, however it ends: they are the process's session (gc.owned_session()).
 """
 from __future__ import annotations
 
@@ -19,11 +19,10 @@ from typing import Literal
 from kpctl.aggregation.counts import Count, biggest_first, split_by
 from kpctl.backends.tracefs import TracefsBackend
 from kpctl.errors import KpctlError, UsageError
-from kpctl.histograms import BY_KEYS, TOTAL_KEY, HistEntry, parse_hist, removal, trigger
-from kpctl.manager import short_lived
+from kpctl.gc import owned_session
+from kpctl.histograms import BY_KEYS, TOTAL_KEY, HistEntry, parse_hist, trigger
 from kpctl.model import FetchArg, Probe, ReturnValue, parse_fetch_arg, parse_target
-from kpctl.sessions import session_name
-from kpctl.signals import signals_ignored
+from kpctl.sessions import Session
 from kpctl.tracefs import Tracefs
 
 ENGINE = "tracefs"
@@ -45,21 +44,21 @@ def events_of(functions: Sequence[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Command:
-    """A line written to a tracefs file (appended), and the line that undoes it."""
+    """A line written to a tracefs file (appended)."""
     file: str
     line: str
-    undo: str
 
 
 class KernelTables:
     """Probes of a group and instance of this process's own, disabled, and the commands
     (triggers, synthetic events) that make them count: installed in order for a block,
-    undone in reverse whatever ends it, then the probes and the instance go."""
+    all of the session removed whatever ends it."""
 
     def __init__(self, tracefs: Tracefs, kind: str) -> None:
         self.tracefs = tracefs
-        self.group = session_name(kind)
-        self.instance = f"instances/{self.group}"
+        self.session = Session.mine(kind)
+        self.group = self.session.group
+        self.instance = self.session.instance
         self.backend = TracefsBackend(tracefs, group=self.group, instance=self.instance)
 
     def event_file(self, event: str, name: str, group: str | None = None) -> str:
@@ -67,26 +66,16 @@ class KernelTables:
 
     @contextmanager
     def kept(self, probes: Sequence[Probe], commands: Sequence[Command]) -> Iterator[None]:
-        self.tracefs.make_instance(self.instance)
-        try:
-            with short_lived(self.backend, probes, enable=False):
-                done: list[Command] = []
+        with owned_session(self.tracefs, self.session.purpose):
+            self.tracefs.make_instance(self.instance)
+            self.backend.add(probes, enable=False)
+            for command in commands:
                 try:
-                    for command in commands:
-                        try:
-                            self.tracefs.append_command(command.file, command.line)
-                        except OSError as e:
-                            raise KpctlError(f"the kernel refused {command.line!r} in {command.file}: {e.strerror}",
-                                             "counting needs hist triggers (CONFIG_HIST_TRIGGERS)") from None
-                        done.append(command)
-                    yield
-                finally:
-                    with signals_ignored():  # an event a trigger uses cannot be removed (EBUSY)
-                        for command in reversed(done):
-                            self.tracefs.append_command(command.file, command.undo)
-        finally:
-            with signals_ignored():
-                self.tracefs.remove_instance(self.instance)
+                    self.tracefs.append_command(command.file, command.line)
+                except OSError as e:
+                    raise KpctlError(f"the kernel refused {command.line!r} in {command.file}: {e.strerror}",
+                                     "counting needs hist triggers (CONFIG_HIST_TRIGGERS)") from None
+            yield
 
     def hist(self, event: str, group: str | None = None) -> tuple[list[HistEntry], int]:
         return parse_hist(self.tracefs.read(self.event_file(event, "hist", group)))
@@ -126,7 +115,7 @@ class HitCounter:
 
     def counting(self) -> AbstractContextManager[None]:
         return self.tables.kept(self.probes, [
-            Command(self.tables.event_file(e, "trigger"), self.trigger, removal(self.trigger)) for e in self.functions
+            Command(self.tables.event_file(e, "trigger"), self.trigger) for e in self.functions
         ])
 
     def counts(self) -> tuple[list[Count], int]:
@@ -180,16 +169,16 @@ class LatencyTimer:
         for n, (event, function) in enumerate(self.functions.items()):
             target = parse_target(function)[0]
             self.probes += [Probe("p", target, event=event, group=group), Probe("r", target, event=f"{event}_ret", group=group)]
-            synthetic = f"{group}_{n}"
+            synthetic = self.tables.session.member(n)
             self.synthetic[synthetic] = function
             start = f"hist:keys=common_pid:ts0={clock}"
             end = (f"hist:keys=common_pid:lat={clock}-$ts0:onmatch({group}.{event}).{synthetic}($lat)")
             buckets = trigger("lat.log2")
             self.commands += [
-                Command("synthetic_events", f"{synthetic} u64 lat", f"!{synthetic} u64 lat"),
-                Command(self.tables.event_file(event, "trigger"), start, removal(start)),
-                Command(self.tables.event_file(f"{event}_ret", "trigger"), end, removal(end)),
-                Command(self.tables.event_file(synthetic, "trigger", "synthetic"), buckets, removal(buckets)),
+                Command("synthetic_events", f"{synthetic} u64 lat"),
+                Command(self.tables.event_file(event, "trigger"), start),
+                Command(self.tables.event_file(f"{event}_ret", "trigger"), end),
+                Command(self.tables.event_file(synthetic, "trigger", "synthetic"), buckets),
             ]
 
     def counting(self) -> AbstractContextManager[None]:

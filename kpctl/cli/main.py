@@ -528,7 +528,9 @@ def watch(names: tuple[str, ...], watching: WatchOptions, clear: bool, group: st
       kpctl watch --clear --duration 5
       kpctl watch -c 'cat /etc/hostname'
     """
-    run_watch(open_probes(group), names, watching, clear)
+    probes = open_probes(group)
+    collect_garbage(probes.tracefs)  # a killed watch's instance, among others
+    run_watch(probes, names, watching, clear)
 
 
 @cli.command()

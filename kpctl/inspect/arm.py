@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kpctl.backends.tracefs import TracefsBackend
 from kpctl.errors import KpctlError
+from kpctl.gc import owned_session
 from kpctl.hits import Hit, HitParser
 from kpctl.inspect.code import Code, code_lines, code_window
 from kpctl.inspect.disasm import X86_JMP32
@@ -17,8 +18,6 @@ from kpctl.inspect.kcore import Kcore
 from kpctl.inspect.report import Report, ReturnTrip, Step
 from kpctl.manager import short_lived
 from kpctl.model import Probe, Target, parse_fetch_arg
-from kpctl.sessions import INSPECT_GROUP, inspect_event
-from kpctl.signals import signals_ignored, stop_on_sigterm
 from kpctl.tracefs import KprobeState
 from kpctl.watch import TracePipeSource, pump
 
@@ -36,23 +35,17 @@ class Arming:
     def arm(self, report: Report, wait: float = 5.0, instructions: int = 16) -> Report:
         """Put short-lived probes at report's target and record the code at each stage.
 
-        The probes live in kpctl's inspect group and instance and are removed on every
-        way out: return, exception, Ctrl-C, and SIGTERM (turned into StopRequested).
+        The probes live in the process's inspect session (its events in kpctl's inspect
+        group, its instance) and are removed on every way out: return, exception, Ctrl-C,
+        and SIGTERM (turned into StopRequested).
         """
         if not report.probeable:
             raise KpctlError(f"no probe may go at {report.target}: {report.reasons[0]}")
         # Events and instance of this process's own: two inspects at once neither remove
         # nor read each other's.
-        tag = inspect_event()
-        backend = TracefsBackend(self.inspector.tracefs, group=INSPECT_GROUP, instance=f"instances/{INSPECT_GROUP}_{tag}")
-        with stop_on_sigterm():
-            try:
-                self._record_stages(report, backend, tag, wait, instructions)
-            finally:
-                # add() undoes a probe it is interrupted in, but not the instance it
-                # made: that is this process's alone, so it goes in any case.
-                with signals_ignored():
-                    self.inspector.tracefs.remove_instance(backend.instance)
+        with owned_session(self.inspector.tracefs, "inspect") as session:
+            backend = TracefsBackend(self.inspector.tracefs, group=session.group, instance=session.instance)
+            self._record_stages(report, backend, session.inspect_event, wait, instructions)
         return report
 
     def _record_stages(self, report: Report, backend: TracefsBackend, tag: str, wait: float, instructions: int) -> None:

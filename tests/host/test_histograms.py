@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from kpctl.aggregation.counts import Count, folded, log2_buckets, render_log2, since
 from kpctl.aggregation.hist_triggers import event_name
-from kpctl.histograms import HistEntry, parse_hist, removal, trigger
+from kpctl.histograms import HistEntry, parse_hist, trigger
 
 PER_PID = """\
 # event histogram
@@ -55,8 +55,8 @@ def test_plain_keys_are_their_values() -> None:
     assert parse_hist(text)[0] == [HistEntry("1", 7), HistEntry("cat", 2)]
 
 
-def test_a_trigger_is_removed_by_its_own_command() -> None:
-    assert removal(trigger("cpu")) == "!hist:keys=cpu:vals=hitcount:sort=hitcount.descending:size=8192"
+def test_a_trigger_counts_hits_by_its_key_biggest_first() -> None:
+    assert trigger("cpu") == "hist:keys=cpu:vals=hitcount:sort=hitcount.descending:size=8192"
 
 
 def test_interval_counts_are_differences() -> None:

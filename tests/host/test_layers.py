@@ -20,8 +20,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("kpctl.watch", "kpctl.kmod", "kpctl.kmod.*", "kpctl.ebpf.*", "kpctl.inspect.kcore", "kpctl.inspect.disasm", "kpctl.inspect.report"),
     ("kpctl.backends", "kpctl.backends.*"),
     ("kpctl.registry",),
+    ("kpctl.gc",),  # owned_session(): every feature's short-lived state, the manager's too
     ("kpctl.manager",),
-    ("kpctl.gc", "kpctl.apply", "kpctl.bench", "kpctl.aggregation.*", "kpctl.inspect.*"),
+    ("kpctl.apply", "kpctl.bench", "kpctl.aggregation.*", "kpctl.inspect.*"),
     ("kpctl.doctor", "kpctl.counting"),
     ("kpctl.cli", "kpctl.cli.*", "kpctl.__main__"),
 )

@@ -15,7 +15,7 @@ from kpctl.errors import KpctlError, ProbeExistsError, ProbeNotFoundError
 from kpctl.hits import ProbeNamer
 from kpctl.manager import ProbeManager, short_lived
 from kpctl.model import Probe, Target
-from kpctl.sessions import watch_instance
+from kpctl.sessions import Session
 from kpctl.signals import StopRequested
 from kpctl.tracefs import KPCTL_INSTANCE, Tracefs
 from kpctl.watch import HitSource, TracePipeSource
@@ -29,10 +29,10 @@ class FakeTracefs(Tracefs):
         for name in ("trace", "trace_pipe"):
             self.path(f"{relative}/{name}").touch()
 
-    def remove_instance(self, relative: str) -> None:
+    def remove_instance(self, relative: str) -> bool:
         for file in self.path(relative).glob("*"):
             file.unlink()
-        super().remove_instance(relative)
+        return super().remove_instance(relative)
 
 
 class MemoryBackend:
@@ -151,7 +151,7 @@ def _first_watch(manager: ProbeManager) -> int:
 
 
 def test_a_second_watch_reads_an_instance_of_its_own_and_removes_it(both: ProbeManager) -> None:
-    own = f"instances/{watch_instance()}"
+    own = Session.mine("watch").instance
     fd = _first_watch(both)
     try:
         with both.reading() as sources:
@@ -162,17 +162,18 @@ def test_a_second_watch_reads_an_instance_of_its_own_and_removes_it(both: ProbeM
     assert not both.tracefs.path(own).exists()
 
 
-def test_a_killed_watchs_instance_is_removed_by_the_next(both: ProbeManager) -> None:
-    stale, alive = (f"instances/{watch_instance(pid)}" for pid in (999999, 4242))
+def test_a_killed_watchs_instance_gets_no_new_probe_and_is_gcs(both: ProbeManager, tmp_path: Path) -> None:
+    from kpctl.gc import collect
+    from kpctl.owners import Owners
+
+    stale, alive = (Session("watch", pid).instance for pid in (999999, 4242))
     both.tracefs.make_instance(stale)
     both.tracefs.make_instance(alive)
     (both.tracefs.proc / "4242").mkdir()
-    fd = _first_watch(both)
-    try:
-        with both.reading():
-            pass
-    finally:
-        os.close(fd)
+    both.add([Probe("p", Target("vfs_fsync"), event="syncs")])
+    assert both.backends[0].recording == [alive]  # type: ignore[attr-defined]
+    assert collect(both.tracefs, Owners(tmp_path / "owners", both.tracefs.proc)).removed == [
+        f"instance {stale.removeprefix('instances/')}"]
     assert not both.tracefs.path(stale).exists() and both.tracefs.path(alive).exists()
 
 
