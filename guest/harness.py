@@ -46,6 +46,14 @@ SPLAT = re.compile(
     r"possible circular locking|lockdep|KASAN|UBSAN|Kernel panic|detected stall|"
     r"soft lockup|hard LOCKUP|blocked for more than"
 )
+# A test that makes the kernel warn on purpose (a kernel bug it shows kpctl survives)
+# brackets that in the kernel log: EXPECT_WARNING followed by the warning's message,
+# then EXPECTED_END. Only a WARN block ("[ cut here ]" ... "---[ end trace") whose
+# message says so is excused in between; any other splat still counts.
+EXPECT_WARNING = "kpctl-test: expect warning: "
+EXPECTED_END = "kpctl-test: expected warnings end"
+_CUT_HERE = "------------[ cut here ]------------"
+_END_TRACE = "---[ end trace "
 # A kernel message on the console (CONFIG_PRINTK_TIME), as opposed to the command's own
 # output, which the guest copies there too and which may quote a splat.
 KERNEL_LINE = re.compile(rb"\[ *\d+\.\d{6}\] (.*)")
@@ -352,10 +360,10 @@ def _run_in(guest: Guest, session: Session, command: str, timeout: float, echo: 
             f"{console_log}; the console from there:\n{watch.excerpt()}"
         )
     dmesg = (outdir / "dmesg").read_text(errors="replace")
-    splats = [line for line in dmesg.splitlines() if SPLAT.search(line)]
-    if splats:
+    found = splats(dmesg)
+    if found:
         raise HarnessError(
-            f"guest {guest}: kernel log shows a splat: {splats[0].strip()}; "
+            f"guest {guest}: kernel log shows a splat: {found[0].strip()}; "
             f"full log at {outdir / 'dmesg'}"
         )
     release = re.search(r"kpctl-guest: \S+ (\S+)", console)
@@ -369,6 +377,40 @@ def _run_in(guest: Guest, session: Session, command: str, timeout: float, echo: 
     )
 
 
+class SplatFilter:
+    """Tells, kernel message by message, which are splats: every line SPLAT matches,
+    except those of a warning a test said it expects (EXPECT_WARNING)."""
+
+    def __init__(self) -> None:
+        self._expected: str | None = None
+        self._cut_here = False  # the line before was "[ cut here ]" in an expected window
+        self._excusing = False  # inside an expected warning's block
+
+    def is_splat(self, message: str) -> bool:
+        if EXPECT_WARNING in message:
+            self._expected = message.split(EXPECT_WARNING, 1)[1].strip()
+        elif EXPECTED_END in message:
+            self._expected = None
+        if self._excusing:
+            self._excusing = _END_TRACE not in message
+            return False
+        if self._cut_here:
+            self._cut_here = False
+            if self._expected and self._expected in message:
+                self._excusing = True
+                return False
+        if _CUT_HERE in message and self._expected:
+            self._cut_here = True
+            return False
+        return SPLAT.search(message) is not None
+
+
+def splats(log: str) -> list[str]:
+    """The splat lines of a kernel log (dmesg), expected warnings left out."""
+    judge = SplatFilter()
+    return [line for line in log.splitlines() if judge.is_splat(line)]
+
+
 class ConsoleWatch:
     """Finds the first kernel splat in a guest's console output as it streams."""
 
@@ -377,6 +419,7 @@ class ConsoleWatch:
         self.first: str | None = None
         self.seen_at: float | None = None
         self._after: list[str] = []
+        self._judge = SplatFilter()
 
     def feed(self, chunk: bytes) -> None:
         *lines, self._partial = (self._partial + chunk).split(b"\n")
@@ -386,7 +429,7 @@ class ConsoleWatch:
                 self._after.append(line)
                 continue
             kernel = KERNEL_LINE.search(raw)
-            if kernel and SPLAT.search(kernel.group(1).decode(errors="replace")):
+            if kernel and self._judge.is_splat(kernel.group(1).decode(errors="replace")):
                 self.first = line.strip()
                 self.seen_at = time.monotonic()
                 self._after.append(line)

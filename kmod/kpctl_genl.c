@@ -64,6 +64,8 @@ static int kpctl_fill_probe(struct sk_buff *skb, struct kpctl_probe *p,
 			    struct netlink_callback *cb)
 {
 	struct kprobe *kp = kpctl_kprobe(p);
+	u32 kflags = p->gone ? KPROBE_FLAG_GONE | (p->gone_disabled ? KPROBE_FLAG_DISABLED : 0) :
+			       READ_ONCE(kp->flags);
 	void *hdr;
 
 	hdr = genlmsg_put(skb, portid, seq, &kpctl_family, flags, cmd);
@@ -76,12 +78,12 @@ static int kpctl_fill_probe(struct sk_buff *skb, struct kpctl_probe *p,
 	    nla_put_string(skb, KPCTL_A_SYMBOL, p->symbol) ||
 	    nla_put_u32(skb, KPCTL_A_OFFSET, p->offset) ||
 	    nla_put_u8(skb, KPCTL_A_KIND, p->kind) ||
-	    nla_put_u8(skb, KPCTL_A_ENABLED, !kprobe_disabled(kp)) ||
-	    nla_put_u64_64bit(skb, KPCTL_A_ADDR, (unsigned long)kp->addr, KPCTL_A_PAD) ||
+	    nla_put_u8(skb, KPCTL_A_ENABLED, !(kflags & KPROBE_FLAG_DISABLED)) ||
+	    nla_put_u64_64bit(skb, KPCTL_A_ADDR, p->gone ? 0 : (unsigned long)kp->addr, KPCTL_A_PAD) ||
+	    nla_put_string(skb, KPCTL_A_MODULE, p->module) ||
 	    nla_put_u64_64bit(skb, KPCTL_A_HITS, atomic64_read(&p->hits), KPCTL_A_PAD) ||
 	    nla_put_u64_64bit(skb, KPCTL_A_NMISSED, kp->nmissed, KPCTL_A_PAD) ||
-	    nla_put_u32(skb, KPCTL_A_FLAGS,
-			READ_ONCE(kp->flags) | (p->stuck ? KPCTL_FLAG_STUCK : 0)))
+	    nla_put_u32(skb, KPCTL_A_FLAGS, kflags | (p->stuck ? KPCTL_FLAG_STUCK : 0)))
 		goto cancel;
 	if (p->kind == KPCTL_KIND_RETURN) {
 		if (nla_put_u32(skb, KPCTL_A_MAXACTIVE, p->rp.maxactive) ||
@@ -412,7 +414,15 @@ static struct genl_family kpctl_family __ro_after_init = {
 
 static int __init kpctl_init(void)
 {
-	return genl_register_family(&kpctl_family);
+	int err;
+
+	err = kpctl_probes_watch_modules();
+	if (err)
+		return err;
+	err = genl_register_family(&kpctl_family);
+	if (err)
+		kpctl_probes_unwatch_modules();
+	return err;
 }
 
 /*
@@ -422,6 +432,7 @@ static int __init kpctl_init(void)
 static void __exit kpctl_exit(void)
 {
 	genl_unregister_family(&kpctl_family);
+	kpctl_probes_unwatch_modules();
 	kpctl_probes_remove_all();
 }
 

@@ -7,6 +7,7 @@
 #include <linux/kallsyms.h>
 #include <linux/kprobes.h>
 #include <linux/list.h>
+#include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/netlink.h>
 
@@ -29,6 +30,13 @@ struct kpctl_probe {
 	atomic64_t post_hits;
 	atomic64_t ret_hits;
 	bool stuck;			/* the kernel kept it after unregistering: never freed */
+	char module[MODULE_NAME_LEN];	/* the module that holds the probed code, "" for vmlinux */
+	/*
+	 * That module went away: the probe is out of the kernel's tables (nothing to
+	 * unregister, no stale address) until the module comes back and it re-arms.
+	 */
+	bool gone;
+	bool gone_disabled;		/* it was disabled when it went: re-armed disabled */
 };
 
 /* What KPCTL_CMD_ADD asks for, validated by the netlink policy. */
@@ -61,5 +69,9 @@ int kpctl_probe_set_enabled(struct kpctl_probe *p, bool enabled,
 			    struct netlink_ext_ack *extack);
 
 void kpctl_probes_remove_all(void);
+
+/* Disarm the probes on a module that goes, re-arm them when it comes back. */
+int kpctl_probes_watch_modules(void);
+void kpctl_probes_unwatch_modules(void);
 
 #endif /* _KPCTL_INTERNAL_H */

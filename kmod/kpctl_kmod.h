@@ -57,6 +57,7 @@ enum kpctl_attr {
 	KPCTL_A_ITERATIONS,	/* u32, 1..KPCTL_BENCH_MAX calls of the bench target */
 	KPCTL_A_ELAPSED_NS,	/* u64, their time (reply only) */
 	KPCTL_A_DEPTH,		/* u8, 1..KPCTL_BENCH_DEPTH_MAX: call the recursive target */
+	KPCTL_A_MODULE,		/* string, the module holding the probed code, "" for vmlinux (reply only) */
 	__KPCTL_A_MAX,
 };
 #define KPCTL_A_MAX (__KPCTL_A_MAX - 1)

@@ -12,6 +12,7 @@
 #include <linux/ftrace.h>
 #include <linux/kernel.h>
 #include <linux/ktime.h>
+#include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/ptrace.h>
 #include <linux/security.h>
@@ -226,51 +227,83 @@ static void kpctl_kernel_error(int err, const struct kpctl_probe_spec *spec,
 struct kpctl_site {
 	unsigned long addr;
 	unsigned long func;	/* start of the symbol that holds addr, 0 if none */
+	unsigned long parent;	/* for a clone (foo.cold, foo.part.0): foo's start, else 0 */
 	bool on_ftrace;
+	char module[MODULE_NAME_LEN];	/* the module that holds addr, "" for vmlinux */
 };
 
-/* The start of the kallsyms symbol that holds addr (any alias of it), or 0. */
-static int kpctl_symbol_start(unsigned long addr, unsigned long *start)
+/* Where a symbol begins, as kprobes resolves it: a scout that is never armed. */
+static int kpctl_resolve(const char *symbol, u32 offset, struct kprobe *scout)
+{
+	int err;
+
+	*scout = (struct kprobe) {
+		.symbol_name = symbol,
+		.offset = offset,
+		.flags = KPROBE_FLAG_DISABLED,
+	};
+	err = register_kprobe(scout);
+	if (!err)
+		unregister_kprobe(scout);
+	return err;
+}
+
+/*
+ * The symbol that holds site->addr (from "name+0xoff/0xsize [module]", or the bare
+ * address): its start, its module, and for a suffixed clone its parent's start, which
+ * kprobe_events' notrace check falls back on (within_notrace_func()).
+ */
+static int kpctl_describe(struct kpctl_site *site)
 {
 	unsigned long offset;
-	const char *plus;
-	char *where;
+	struct kprobe scout;
+	char *where, *plus, *module, *dot;
 
 	where = kmalloc(KSYM_SYMBOL_LEN, GFP_KERNEL);
 	if (!where)
 		return -ENOMEM;
-	sprint_symbol(where, addr);	/* "name+0xoff/0xsize [module]", or the bare address */
+	sprint_symbol(where, site->addr);
+	module = strchr(where, '[');
+	if (module) {
+		strscpy(site->module, module + 1, sizeof(site->module));
+		site->module[strcspn(site->module, "] ")] = '\0';
+		*module = '\0';
+	}
 	plus = strrchr(where, '+');
-	*start = plus && sscanf(plus, "+0x%lx/", &offset) == 1 ? addr - offset : 0;
+	site->func = plus && sscanf(plus, "+0x%lx/", &offset) == 1 ? site->addr - offset : 0;
+	if (plus) {
+		*plus = '\0';
+		dot = strchr(where, '.');
+		if (dot && dot != where) {
+			*dot = '\0';
+			if (!kpctl_resolve(where, 0, &scout))
+				site->parent = (unsigned long)scout.addr;
+		}
+	}
 	kfree(where);
 	return 0;
 }
 
 /*
- * Asked of the kernel itself with a probe that has no handlers and is never armed:
- * the address kprobes resolves (kallsyms, plus ENDBR skipping on x86), and whether it
- * is an ftrace site (KPROBE_FLAG_FTRACE, from check_ftrace_location();
- * ftrace_location() is not exported).
+ * Asked of the kernel itself: the address kprobes resolves (kallsyms, plus ENDBR
+ * skipping on x86), and whether it is an ftrace site (KPROBE_FLAG_FTRACE, from
+ * check_ftrace_location(); ftrace_location() is not exported).
  */
 static int kpctl_locate(const struct kpctl_probe_spec *spec, struct kpctl_site *site,
 			struct netlink_ext_ack *extack)
 {
-	struct kprobe scout = {
-		.symbol_name = spec->symbol,
-		.offset = spec->offset,
-		.flags = KPROBE_FLAG_DISABLED,
-	};
+	struct kprobe scout;
 	int err;
 
-	err = register_kprobe(&scout);
+	*site = (struct kpctl_site) {};
+	err = kpctl_resolve(spec->symbol, spec->offset, &scout);
 	if (err) {
 		kpctl_kernel_error(err, spec, extack);
 		return err;
 	}
 	site->addr = (unsigned long)scout.addr;
 	site->on_ftrace = kprobe_ftrace(&scout);
-	unregister_kprobe(&scout);
-	return kpctl_symbol_start(site->addr, &site->func);
+	return kpctl_describe(site);
 }
 
 /*
@@ -290,34 +323,49 @@ static int kpctl_check_in_symbol(const struct kpctl_probe_spec *spec,
 }
 
 #ifdef CONFIG_DYNAMIC_FTRACE
-/*
- * The handlers emit trace events, so like kprobe_events (within_notrace_func(),
- * unless CONFIG_KPROBE_EVENTS_ON_NOTRACE) the module refuses functions that ftrace
- * may not trace: tracing's own code and what it calls. ftrace_set_filter_ip() on a
- * function's start finds its ftrace site if it has one (ftrace_location(), v5.19+).
- * The ftrace_ops is never registered, and a fresh one each time: ftrace_free_filter()
- * leaves its hashes dangling, for ops that are going away.
- */
-static int kpctl_check_traceable(const struct kpctl_site *site,
-				 struct netlink_ext_ack *extack)
+/* ftrace_set_filter_ip() on a function's start finds its ftrace site if it has one
+ * (ftrace_location(), v5.19+). The ftrace_ops is never registered, and a fresh one
+ * each time: ftrace_free_filter() leaves its hashes dangling, for ops going away. */
+static int kpctl_has_ftrace_site(unsigned long func)
 {
 	struct ftrace_ops *ops;
 	int err;
 
-	if (!site->func)
-		return 0;
 	ops = kzalloc(sizeof(*ops), GFP_KERNEL);
 	if (!ops)
 		return -ENOMEM;
-	err = ftrace_set_filter_ip(ops, site->func, 0, 1);
+	err = ftrace_set_filter_ip(ops, func, 0, 1);
 	ftrace_free_filter(ops);
 	kfree(ops);
 	/* No ftrace site in the function (-EINVAL or -ENOENT, by kernel version). */
-	if (err == -EINVAL || err == -ENOENT) {
+	if (err == -EINVAL || err == -ENOENT)
+		return 0;
+	/* ftrace itself is off (-ENODEV): nothing to ask, as for kprobe_events. */
+	return 1;
+}
+
+/*
+ * The handlers emit trace events, so like kprobe_events (within_notrace_func(),
+ * unless CONFIG_KPROBE_EVENTS_ON_NOTRACE) the module refuses functions that ftrace
+ * may not trace: tracing's own code and what it calls. A clone without a site of its
+ * own (foo.cold, foo.part.0) is judged by its parent, as kprobe_events judges it.
+ */
+static int kpctl_check_traceable(const struct kpctl_site *site,
+				 struct netlink_ext_ack *extack)
+{
+	int traceable;
+
+	if (!site->func)
+		return 0;
+	traceable = kpctl_has_ftrace_site(site->func);
+	if (!traceable && site->parent)
+		traceable = kpctl_has_ftrace_site(site->parent);
+	if (traceable < 0)
+		return traceable;
+	if (!traceable) {
 		NL_SET_ERR_MSG(extack, "the function is notrace (the tracing code itself or what it calls)");
 		return -EINVAL;
 	}
-	/* ftrace itself is off (-ENODEV): nothing to ask, as for kprobe_events. */
 	return 0;
 }
 #else
@@ -328,7 +376,10 @@ static int kpctl_check_traceable(const struct kpctl_site *site,
 }
 #endif
 
-/* One probe of a kind per address, however it was spelled (sym, sym+4 after ENDBR). */
+/*
+ * One probe of a kind per address, however it was spelled (sym, sym+4 after ENDBR).
+ * A gone probe's address is 0: its old place may hold new code.
+ */
 static int kpctl_check_site(const struct kpctl_probe_spec *spec,
 			    const struct kpctl_site *site,
 			    struct netlink_ext_ack *extack)
@@ -368,22 +419,56 @@ static void kpctl_entry_handlers(struct kpctl_probe *p, const struct kpctl_site 
 		p->kp.post_handler = kpctl_post_handler;
 }
 
+/* Fill the probe's kprobe or kretprobe afresh and register it at site. */
+static int kpctl_register(struct kpctl_probe *p, const struct kpctl_site *site,
+			  u32 maxactive, bool enabled)
+{
+	struct kprobe *kp;
+
+	/* Zeroed as a new one: after an unregister the kernel may have left state in it. */
+	memset(&p->rp, 0, sizeof(p->rp));
+	kp = kpctl_kprobe(p);
+	kp->symbol_name = p->symbol;
+	kp->offset = p->offset;
+	/* The one flag a caller may set before registering (include/linux/kprobes.h). */
+	if (!enabled)
+		kp->flags = KPROBE_FLAG_DISABLED;
+	if (p->kind == KPCTL_KIND_RETURN) {
+		p->rp.entry_handler = kpctl_entry_handler;
+		p->rp.handler = kpctl_ret_handler;
+		p->rp.data_size = sizeof(u64);
+		p->rp.maxactive = maxactive;
+		return register_kretprobe(&p->rp);
+	}
+	kpctl_entry_handlers(p, site);
+	return register_kprobe(kp);
+}
+
+/* Where spec's symbol is now, if a probe may be there. */
+static int kpctl_site_of(const struct kpctl_probe_spec *spec, struct kpctl_site *site,
+			 struct netlink_ext_ack *extack)
+{
+	int err;
+
+	err = kpctl_locate(spec, site, extack);
+	if (!err)
+		err = kpctl_check_in_symbol(spec, site, extack);
+	if (!err)
+		err = kpctl_check_traceable(site, extack);
+	return err;
+}
+
 struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 				    struct netlink_ext_ack *extack)
 {
 	struct kpctl_site site;
 	struct kpctl_probe *p;
-	struct kprobe *kp;
 	int err;
 
 	lockdep_assert_held(&kpctl_lock);
 	err = kpctl_check_spec(spec, extack);
 	if (!err)
-		err = kpctl_locate(spec, &site, extack);
-	if (!err)
-		err = kpctl_check_in_symbol(spec, &site, extack);
-	if (!err)
-		err = kpctl_check_traceable(&site, extack);
+		err = kpctl_site_of(spec, &site, extack);
 	if (!err)
 		err = kpctl_check_site(spec, &site, extack);
 	if (err)
@@ -399,27 +484,12 @@ struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 	p->addr = site.addr;
 	strscpy(p->name, spec->name, sizeof(p->name));
 	strscpy(p->symbol, spec->symbol, sizeof(p->symbol));
+	strscpy(p->module, site.module, sizeof(p->module));
 	atomic64_set(&p->hits, 0);
 	atomic64_set(&p->post_hits, 0);
 	atomic64_set(&p->ret_hits, 0);
 
-	kp = kpctl_kprobe(p);
-	kp->symbol_name = p->symbol;
-	kp->offset = p->offset;
-	/* The one flag a caller may set before registering (include/linux/kprobes.h). */
-	if (!spec->enabled)
-		kp->flags = KPROBE_FLAG_DISABLED;
-
-	if (p->kind == KPCTL_KIND_RETURN) {
-		p->rp.entry_handler = kpctl_entry_handler;
-		p->rp.handler = kpctl_ret_handler;
-		p->rp.data_size = sizeof(u64);
-		p->rp.maxactive = spec->maxactive;
-		err = register_kretprobe(&p->rp);
-	} else {
-		kpctl_entry_handlers(p, &site);
-		err = register_kprobe(kp);
-	}
+	err = kpctl_register(p, &site, spec->maxactive, spec->enabled);
 	if (err) {
 		kpctl_kernel_error(err, spec, extack);
 		kfree(p);
@@ -436,13 +506,29 @@ struct kpctl_probe *kpctl_probe_add(const struct kpctl_probe_spec *spec,
 }
 
 /*
- * Waits for running handlers (unregister_k*probe() synchronizes RCU) before the free.
- * unregister_kprobes() and unregister_kretprobes() set the address of a probe that
- * __unregister_kprobe_top() could not take out of the kernel's table (its disarm
- * failed: an ftrace ops mismatch, a dead ftrace) to NULL, and return nothing: the
- * kernel may still call its handlers, so such a probe is never freed; it stays listed
- * as stuck, and pins the module, whose code the handlers are.
+ * Waits for running handlers (unregister_k*probe() synchronizes RCU). Whether the
+ * kernel let go: unregister_kprobes() and unregister_kretprobes() set the address of a
+ * probe that __unregister_kprobe_top() could not take out of the kernel's table (its
+ * disarm failed: an ftrace ops mismatch, a dead ftrace) to NULL, and return nothing:
+ * the kernel may still call its handlers, so such a probe is never freed; it stays
+ * listed as stuck, and pins the module, whose code the handlers are.
  */
+static bool kpctl_unregister(struct kpctl_probe *p)
+{
+	if (p->kind == KPCTL_KIND_RETURN)
+		unregister_kretprobe(&p->rp);
+	else
+		unregister_kprobe(&p->kp);
+	if (kpctl_kprobe(p)->addr)
+		return true;
+	p->stuck = true;
+	__module_get(THIS_MODULE);
+	pr_warn("kpctl_kmod: the kernel kept probe %s after unregistering it: "
+		"it stays, and the module with it\n", p->name);
+	kpctl_generation_inc();
+	return false;
+}
+
 int kpctl_probe_remove(struct kpctl_probe *p, struct netlink_ext_ack *extack)
 {
 	lockdep_assert_held(&kpctl_lock);
@@ -450,16 +536,7 @@ int kpctl_probe_remove(struct kpctl_probe *p, struct netlink_ext_ack *extack)
 		NL_SET_ERR_MSG(extack, "the kernel still holds this probe (see dmesg): it stays");
 		return -EBUSY;
 	}
-	if (p->kind == KPCTL_KIND_RETURN)
-		unregister_kretprobe(&p->rp);
-	else
-		unregister_kprobe(&p->kp);
-	if (!kpctl_kprobe(p)->addr) {
-		p->stuck = true;
-		__module_get(THIS_MODULE);
-		pr_warn("kpctl_kmod: the kernel kept probe %s after unregistering it: "
-			"it stays, and the module with it\n", p->name);
-		kpctl_generation_inc();
+	if (!p->gone && !kpctl_unregister(p)) {
 		NL_SET_ERR_MSG(extack, "the kernel kept the probe after unregistering it (see dmesg): it stays");
 		return -EBUSY;
 	}
@@ -483,6 +560,11 @@ int kpctl_probe_set_enabled(struct kpctl_probe *p, bool enabled,
 		NL_SET_ERR_MSG(extack, "the kernel still holds this probe (see dmesg): it stays");
 		return -EBUSY;
 	}
+	if (p->gone) {
+		/* Kept for when its module comes back. */
+		p->gone_disabled = !enabled;
+		return 0;
+	}
 	err = enabled ? enable_kprobe(kpctl_kprobe(p)) :
 			disable_kprobe(kpctl_kprobe(p));
 	if (err == -EINVAL)
@@ -491,6 +573,85 @@ int kpctl_probe_set_enabled(struct kpctl_probe *p, bool enabled,
 	else if (err)
 		kpctl_kernel_error(err, &spec, extack);
 	return err;
+}
+
+/*
+ * The module holding a probe's code goes: kprobes marks the probe gone
+ * (kprobes_module_callback(), KPROBE_FLAG_GONE, which kprobe_disabled() counts as
+ * disabled, so unregistering it disarms nothing); take it out of the kernel's tables
+ * now, so no stale address is left to collide with the next probe there.
+ */
+static void kpctl_probe_leave(struct kpctl_probe *p)
+{
+	p->gone_disabled = READ_ONCE(kpctl_kprobe(p)->flags) & KPROBE_FLAG_DISABLED;
+	if (kpctl_unregister(p)) {
+		p->gone = true;
+		p->addr = 0;
+		kpctl_generation_inc();
+	}
+}
+
+/*
+ * The module comes back (MODULE_STATE_COMING: its ftrace sites are set up and its
+ * kprobe blacklist is known, kprobes' own notifier ran first): register the probe at
+ * the symbol's new place, as kprobe_events re-registers its own
+ * (trace_kprobe_module_callback()). Where that fails it stays gone, and says why.
+ */
+static void kpctl_probe_rearm(struct kpctl_probe *p)
+{
+	struct kpctl_probe_spec spec = {
+		.symbol = p->symbol, .offset = p->offset, .kind = p->kind,
+	};
+	struct kpctl_site site;
+	int err;
+
+	err = kpctl_site_of(&spec, &site, NULL);
+	if (!err)
+		err = kpctl_register(p, &site, p->kind == KPCTL_KIND_RETURN ? p->rp.maxactive : 0,
+				     !p->gone_disabled);
+	if (err) {
+		pr_info("kpctl_kmod: probe %s stays gone: %s came back without a probeable %s (error %d)\n",
+			p->name, p->module, p->symbol, err);
+		return;
+	}
+	p->gone = false;
+	p->addr = site.addr;
+	kpctl_generation_inc();
+}
+
+static int kpctl_module_event(struct notifier_block *nb, unsigned long state, void *data)
+{
+	struct module *mod = data;
+	struct kpctl_probe *p;
+
+	if (state != MODULE_STATE_GOING && state != MODULE_STATE_COMING)
+		return NOTIFY_DONE;
+	mutex_lock(&kpctl_lock);
+	list_for_each_entry(p, &kpctl_probes, node) {
+		if (p->stuck || strcmp(p->module, mod->name))
+			continue;
+		if (state == MODULE_STATE_GOING && !p->gone)
+			kpctl_probe_leave(p);
+		else if (state == MODULE_STATE_COMING && p->gone)
+			kpctl_probe_rearm(p);
+	}
+	mutex_unlock(&kpctl_lock);
+	return NOTIFY_DONE;
+}
+
+/* Priority 0, registered after kprobes' own (same priority): runs after it. */
+static struct notifier_block kpctl_module_nb = {
+	.notifier_call = kpctl_module_event,
+};
+
+int kpctl_probes_watch_modules(void)
+{
+	return register_module_notifier(&kpctl_module_nb);
+}
+
+void kpctl_probes_unwatch_modules(void)
+{
+	unregister_module_notifier(&kpctl_module_nb);
 }
 
 void kpctl_probes_remove_all(void)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -25,6 +26,7 @@ from kpctl.tracefs import KPCTL_INSTANCE, Tracefs, find_tracefs
 
 if TYPE_CHECKING:
     from kpctl.hits import ProbeNamer
+    from kpctl.symbols import KernelSymbols
     from kpctl.watch import HitSource
 
 EVENT_SYSTEM = "kpctl_kmod"  # TRACE_SYSTEM of kmod/kpctl_trace.h
@@ -43,12 +45,45 @@ PROBE_NAMERS: Mapping[str, ProbeNamer] = dict.fromkeys(HIT_EVENTS, probe_of_hit)
 
 def to_probe(kp: KmodProbe) -> Probe:
     kind: Literal["p", "r"] = "r" if kp.kind is Kind.RETURN else "p"
-    return Probe(kind, Target(symbol=kp.symbol, offset=kp.offset), event=kp.name, maxactive=kp.maxactive)
+    module, _, symbol = kp.symbol.rpartition(":")
+    return Probe(kind, Target(symbol=symbol, offset=kp.offset, module=module or None), event=kp.name,
+                 maxactive=kp.maxactive)
+
+
+def module_symbol(target: Target) -> str:
+    """The symbol as the module takes it: MOD:SYM, which kallsyms_lookup_name() resolves."""
+    return f"{target.module}:{target.symbol}" if target.module else target.symbol or ""
 
 
 def flag_names(flags: KprobeFlag) -> tuple[str, ...]:
     """As debug/kprobes/list prints them, e.g. ("DISABLED", "FTRACE")."""
     return tuple(f.name for f in KprobeFlag if f in flags and f.name)
+
+
+def state_names(kp: KmodProbe) -> tuple[str, ...]:
+    """flag_names(), with a probe whose module went away saying which: it re-arms
+    when that module is loaded again."""
+    return tuple(f"gone: {kp.module} unloaded" if name == "GONE" and kp.module else name
+                 for name in flag_names(kp.flags))
+
+
+def _unique_symbol(symbols: KernelSymbols, probe: Probe) -> str:
+    """The name to send the module: MOD:SYM where a module is named. A name kallsyms has
+    several times is refused as kprobe_events refuses it since v6.7 and 6.1.60 (commit
+    b022f0c7e404, "tracing/kprobes: Return EADDRNOTAVAIL when func matches several
+    symbols"); kprobes itself would take the first silently."""
+    target = probe.target
+    symbol = target.symbol or ""
+    functions = symbols.functions_named(symbol, target.module)
+    if len(functions) > 1:
+        where = ", ".join(f"{f.address:#x}" + (f" [{f.module}]" if f.module else "") for f in functions)
+        per_module = Counter(f.module for f in functions)
+        named = sorted(f"{m}:{symbol}" for m, n in per_module.items() if m is not None and n == 1)
+        hint = (f"name one as {' or '.join(named)}" if named else "no MOD:SYM names one") + (
+            "; the module takes no bare address: use --backend tracefs with one" if len(named) < len(functions) else "")
+        raise KmodError(f"{target} is not unique: {len(functions)} functions have this name ({where})",
+                        errno.EADDRNOTAVAIL, hint)
+    return module_symbol(target)
 
 
 class KmodBackend:
@@ -74,7 +109,7 @@ class KmodBackend:
         for probe in probes:
             if probe.args:
                 raise UsageError("the kmod backend records no fetch arguments", "drop them, or use --backend tracefs")
-            if probe.target.symbol is None or probe.target.module:
+            if probe.target.symbol is None:
                 raise UsageError(f"the kmod backend probes kernel symbols only, not {probe.target}")
         if event_filter is not None:
             raise UsageError("the kmod backend has no per-probe filters", "filter in watch: --pid, --comm")
@@ -83,7 +118,7 @@ class KmodBackend:
         self._check(probes, event_filter)
         return [
             f"netlink {EVENT_SYSTEM} ADD name={p.event or default_event_name(p.target, p.is_return)} "
-            f"symbol={p.target.symbol} offset={p.target.offset} kind={'return' if p.is_return else 'entry'}"
+            f"symbol={module_symbol(p.target)} offset={p.target.offset} kind={'return' if p.is_return else 'entry'}"
             + (f" maxactive={p.maxactive}" if p.maxactive else "") + f" enabled={int(enable)}"
             for p in probes
         ]
@@ -96,7 +131,7 @@ class KmodBackend:
                 kind = Kind.RETURN if probe.is_return else Kind.ENTRY
                 name = probe.event or default_event_name(probe.target, probe.is_return)
                 added.append(self.client.add(
-                    probe.target.symbol or "", name, offset=probe.target.offset, kind=kind,
+                    _unique_symbol(self.tracefs.symbols, probe), name, offset=probe.target.offset, kind=kind,
                     maxactive=probe.maxactive or None, enabled=enable,
                 ))
         except KmodError as e:
@@ -109,7 +144,7 @@ class KmodBackend:
         return [self._info(p) for p in added]
 
     def _info(self, kp: KmodProbe) -> ProbeInfo:
-        return ProbeInfo(to_probe(kp), kp.enabled, None, self.name, flag_names(kp.flags), kp.address)
+        return ProbeInfo(to_probe(kp), kp.enabled, None, self.name, state_names(kp), kp.address)
 
     def remove(self, names: Sequence[str]) -> None:
         for probe in self._by_name(names):

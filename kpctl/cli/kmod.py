@@ -81,12 +81,12 @@ def unload(as_json: bool) -> None:
 
 
 def _probe_row(p: Any) -> dict[str, Any]:
-    from kpctl.backends.kmod import flag_names
+    from kpctl.backends.kmod import state_names
 
     return {
         "id": p.id, "name": p.name, "target": p.target, "address": f"{p.address:#x}",
         "enabled": p.enabled, "hits": p.hits, "post_hits": p.post_hits, "ret_hits": p.ret_hits,
-        "missed": p.missed, "maxactive": p.maxactive, "flags": ",".join(flag_names(p.flags)),
+        "missed": p.missed, "maxactive": p.maxactive, "flags": ",".join(state_names(p)),
     }
 
 
@@ -117,7 +117,11 @@ def status(as_json: bool) -> None:
         cannot = "" if modules_supported() else "; this kernel cannot load modules"
         click.echo(f"kpctl_kmod: not loaded (kernel {state.release}, {built}{cannot})")
         return
+    stuck = sum("STUCK" in row["flags"].split(",") for row in rows)
     click.echo(f"kpctl_kmod: loaded (kernel {state.release}, {built}, max_probes {state.max_probes}, "
                f"max_instances {state.max_instances}, {len(rows)} probes)")
+    if stuck:
+        click.echo(f"kpctl_kmod: {stuck} probe{'s' * (stuck > 1)} STUCK: the kernel kept "
+                   f"{'them' if stuck > 1 else 'it'} after unregistering (see dmesg); the module stays loaded")
     if rows:
         print_table(rows, list(rows[0]))

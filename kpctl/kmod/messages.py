@@ -71,6 +71,7 @@ class KpctlMsg(genlmsg):  # type: ignore[misc]  # pyroute2 has no type informati
         ("KPCTL_A_ITERATIONS", "uint32"),
         ("KPCTL_A_ELAPSED_NS", "uint64"),
         ("KPCTL_A_DEPTH", "uint8"),
+        ("KPCTL_A_MODULE", "asciiz"),
     )
 
 
@@ -98,6 +99,7 @@ class KmodProbe:
     maxactive: int | None = None
     ret_hits: int | None = None
     ret_nmissed: int | None = None
+    module: str | None = None  # the module holding the probed code; None for vmlinux
 
     @property
     def target(self) -> str:
@@ -162,4 +164,5 @@ def probe_from_msg(msg: KpctlMsg) -> KmodProbe:
         maxactive=get("KPCTL_A_MAXACTIVE"),
         ret_hits=get("KPCTL_A_RET_HITS"),
         ret_nmissed=get("KPCTL_A_RET_NMISSED"),
+        module=get("KPCTL_A_MODULE") or None,
     )

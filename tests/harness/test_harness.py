@@ -95,6 +95,34 @@ def test_console_watch_finds_the_first_kernel_splat() -> None:
     assert watch.excerpt().splitlines()[1] == "[   12.000002] Call Trace:"
 
 
+EXPECTED_WARN_BLOCK = """\
+[    5.000000] kpctl-test: expect warning: Failed to disarm kprobe-ftrace
+[    5.100000] ------------[ cut here ]------------
+[    5.100001] Failed to disarm kprobe-ftrace at kpctl_target_fn+0x4/0x20 [kpctl_target] (error -2)
+[    5.100002] WARNING: CPU: 0 PID: 312 at kernel/kprobes.c:1131 __disarm_kprobe_ftrace+0x10c/0x120
+[    5.100003] Call Trace:
+[    5.100004] ---[ end trace 0000000000000000 ]---
+"""
+
+
+def test_a_warning_a_test_said_it_expects_is_not_a_splat() -> None:
+    end = "[    6.000000] kpctl-test: expected warnings end\n"
+    assert harness.splats(EXPECTED_WARN_BLOCK + end) == []
+    watch = harness.ConsoleWatch()
+    watch.feed((EXPECTED_WARN_BLOCK + end).encode())
+    assert watch.first is None
+
+
+def test_only_the_expected_warning_is_excused() -> None:
+    other_warning = EXPECTED_WARN_BLOCK.replace("Failed to disarm kprobe-ftrace at", "refcount_t: underflow at")
+    assert harness.splats(other_warning)[0].endswith("WARNING: CPU: 0 PID: 312 at kernel/kprobes.c:1131 "
+                                                     "__disarm_kprobe_ftrace+0x10c/0x120")
+    oops_inside = EXPECTED_WARN_BLOCK + "[    5.200000] BUG: kernel NULL pointer dereference, address: 0\n"
+    assert harness.splats(oops_inside) == ["[    5.200000] BUG: kernel NULL pointer dereference, address: 0"]
+    after_the_end = "[    4.0] kpctl-test: expected warnings end\n" + EXPECTED_WARN_BLOCK.split("\n", 1)[1]
+    assert len(harness.splats(after_the_end)) == 2  # its WARNING and Call Trace lines
+
+
 def test_seconds_by_file_sums_a_files_tests_slowest_first(tmp_path: Path) -> None:
     (tmp_path / "test_one.py").write_text("import time\ndef test_a(): time.sleep(0.2)\ndef test_b(): time.sleep(0.2)\n")
     (tmp_path / "test_two.py").write_text("import time\nclass TestC:\n    def test_c(self): time.sleep(0.1)\n")

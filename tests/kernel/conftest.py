@@ -71,5 +71,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "tests/kernel" in str(item.path):
             item.add_marker(pytest.mark.kernel)
-    # Lockdown cannot be lifted: such a test runs after every other test of the session.
-    items.sort(key=lambda item: item.get_closest_marker("locks_down_the_kernel") is not None)
+    # A probe the kernel keeps for good pins kpctl_kmod, and lockdown cannot be lifted:
+    # such tests run after every other test of the session, in that order.
+    items.sort(key=lambda item: (item.get_closest_marker("locks_down_the_kernel") is not None,
+                                 item.get_closest_marker("leaves_stuck_probes") is not None))

@@ -24,10 +24,11 @@ from conftest import require
 # The harness's own list of kernel splats (it is standard library only), so that a
 # test's share of the log is judged as the whole guest's is.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "guest"))
-from harness import SPLAT
+from harness import splats
 
 from kpctl.kmod import build, loader
 from kpctl.kmod.client import KmodClient
+from kpctl.kmod.messages import KprobeFlag
 
 TRACEFS = Path("/sys/kernel/tracing")
 # The workload: a syscall nothing else on the guest makes, with a known result.
@@ -56,6 +57,36 @@ def built_module() -> build.BuildResult:
     return build.build()
 
 
+TEST_MODULES = Path(__file__).resolve().parent / "modules"
+
+
+@functools.cache
+def built_test_modules() -> Path:
+    """tests/kernel/modules/ (kpctl_target.ko, kpctl_post.ko) built for the running
+    kernel, as kpctl_kmod is built (make only when a source changed); their folder."""
+    release = build.kernel_release()
+    dest = build.BUILD_ROOT / f"{release}-tests"
+    kdir = Path("/lib/modules") / release / "build"
+    log = dest / "build.log"
+    if build._sync_sources(TEST_MODULES, dest) or not build._up_to_date(dest / "kpctl_post.ko", log, kdir):
+        log.unlink(missing_ok=True)
+        proc = subprocess.run(["make", "-C", str(dest), f"KDIR={kdir}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, check=False)
+        assert proc.returncode == 0, proc.stdout
+        assert "warning:" not in proc.stdout, proc.stdout
+        log.write_text(proc.stdout)
+    return dest
+
+
+def load_test_module(name: str) -> None:
+    if not Path("/sys/module", name).exists():
+        subprocess.run(["insmod", str(built_test_modules() / f"{name}.ko")], check=True)
+
+
+def unload_test_module(name: str) -> None:
+    subprocess.run(["rmmod", name], check=True)
+
+
 def ensure_loaded(params: dict[str, int] | None = None) -> None:
     if not loader.is_loaded():
         loader.load(built_module().module, params)
@@ -66,7 +97,7 @@ def kernel_log() -> list[str]:
 
 
 def splats_since(before: int) -> list[str]:
-    return [line for line in kernel_log()[before:] if SPLAT.search(line)]
+    return splats("\n".join(kernel_log()[before:]))
 
 
 @pytest.fixture
@@ -82,7 +113,8 @@ def kmod() -> Iterator[KmodClient]:
     if loader.is_loaded():
         with KmodClient() as client:
             for probe in client.dump():
-                client.remove(probe.id)
+                if KprobeFlag.STUCK not in probe.flags:  # the kernel holds those for good
+                    client.remove(probe.id)
     assert splats_since(before) == []
 
 
