@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from kpctl.cli.output import json_option, print_json, print_table
+from kpctl.cli.output import json_option, print_json, print_table, wide_option
 
 
 @click.group(name="kmod")
@@ -92,6 +92,7 @@ def _probe_row(p: Any) -> dict[str, Any]:
 
 @kmod.command()
 @json_option
+@wide_option
 def status(as_json: bool) -> None:
     """Show whether the module is built and loaded, and the probes it holds.
 

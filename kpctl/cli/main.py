@@ -17,7 +17,17 @@ import click
 
 from kpctl import KPCTL_GROUP, __version__
 from kpctl.cli.kmod import kmod
-from kpctl.cli.output import VERBOSE_META, F, KpctlGroup, Seconds, json_option, output_options, print_json, print_table
+from kpctl.cli.output import (
+    VERBOSE_META,
+    F,
+    KpctlGroup,
+    Seconds,
+    json_option,
+    output_options,
+    print_json,
+    print_table,
+    wide_option,
+)
 from kpctl.errors import KpctlError, UsageError, check_probe_names
 from kpctl.limits import MAX_MAXACTIVE
 from kpctl.registry import BACKEND_TYPES, DEFAULT_BACKEND
@@ -176,6 +186,7 @@ def probe_row(info: ProbeInfo, owners: Owners | None = None, group: str = KPCTL_
 @click.group(cls=KpctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kpctl")
 @click.option("--verbose", "-v", is_flag=True, help="With an error, show its details too (a BPF verifier's log).")
+@wide_option
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """Manage Linux kprobes and kretprobes through tracefs, and watch their hits.
@@ -185,6 +196,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       sudo kpctl add do_sys_openat2 'dfd=$arg1:s32' 'path=+0($arg2):ustring'
       sudo kpctl watch --count 5
       sudo kpctl rm --all
+      sudo kpctl --wide doctor
     """
     ctx.meta[VERBOSE_META] = verbose
 
@@ -284,6 +296,7 @@ def print_dry_run(requests: Sequence[str], probes: Sequence[Probe], addresses: S
 
 
 @cli.command(name="list")
+@wide_option
 @group_option
 @json_option
 def list_probes(group: str, as_json: bool) -> None:
@@ -382,6 +395,7 @@ def disable(names: tuple[str, ...], group: str, as_json: bool) -> None:
 
 
 @cli.command()
+@wide_option
 @group_option
 @output_options
 @click.option("--textfile", help="Write the Prometheus text to this file at once (node_exporter's textfile collector); "
@@ -569,6 +583,7 @@ def trace(
 
 
 @cli.command()
+@wide_option
 @click.argument("patterns", nargs=-1, required=True)
 @click.option("--by", help="Split the counts by pid, comm, cpu, stack, or a fetch argument NAME=FETCH[:TYPE].")
 @counting_options
@@ -927,6 +942,7 @@ def apply(path: str, prune: bool, delete: bool, dry_run: bool, diff: bool, as_js
 
 
 @cli.command()
+@wide_option
 @click.argument("pattern", default="*")
 @json_option
 def funcs(pattern: str, as_json: bool) -> None:
@@ -953,6 +969,7 @@ def funcs(pattern: str, as_json: bool) -> None:
 
 
 @cli.command()
+@wide_option
 @click.option("--calls", "-n", type=click.IntRange(1, 100_000_000), default=100_000, show_default=True,
               help="Calls of the probed function per run.")
 @click.option("--runs", "-r", type=click.IntRange(1, 100), default=5, show_default=True,
@@ -1007,6 +1024,7 @@ def bench(calls: int, runs: int, driver_kind: str | None, as_json: bool) -> None
 
 
 @cli.command()
+@wide_option
 @json_option
 def doctor(as_json: bool) -> None:
     """Check what kpctl needs on this machine, and how to fix what is missing.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ class KpctlUsageFailure(KpctlFailure):
 
 _JSON_META = "kpctl.json"
 VERBOSE_META = "kpctl.verbose"  # set by the group's -v: errors' details are shown
+WIDE_META = "kpctl.wide"  # set by the group's --wide: tables' full lines on a terminal too
 
 
 class KpctlGroup(click.Group):
@@ -93,10 +95,41 @@ def print_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
-def print_table(rows: Sequence[dict[str, Any]], headers: Sequence[str]) -> None:
-    from tabulate import tabulate
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
 
-    click.echo(tabulate([[row[h] for h in headers] for row in rows], headers=[h.upper() for h in headers]))
+
+def table_width() -> int | None:
+    """The width a table must fit: the terminal's (COLUMNS honoured) when stdout is one
+    and --wide was not given; None (full lines) into a pipe or a file, or with --wide."""
+    import shutil
+
+    ctx = click.get_current_context(silent=True)
+    if (ctx is not None and ctx.meta.get(WIDE_META)) or not stdout_is_terminal():
+        return None
+    return shutil.get_terminal_size().columns
+
+
+WIDE_HELP = ("Print tables' full lines on a terminal too (into a pipe or a file they always are), "
+             "instead of wrapping long columns to the terminal's width.")
+
+
+def _wide_given(ctx: click.Context, param: click.Parameter, wide: bool) -> None:
+    if wide:
+        ctx.meta[WIDE_META] = True
+
+
+def wide_option(f: F) -> F:
+    """--wide after a command that prints a table, as `kpctl --wide` before it."""
+    return click.option("--wide", is_flag=True, expose_value=False, callback=_wide_given, help=WIDE_HELP)(f)
+
+
+def print_table(rows: Sequence[dict[str, Any]], headers: Sequence[str]) -> None:
+    """Every table kpctl prints: fitted to the terminal (long text columns wrapped), or
+    full lines into a pipe and with --wide."""
+    from kpctl.tables import render_table
+
+    click.echo(render_table(rows, headers, table_width()))
 
 
 def output_options(f: F) -> F:

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "kpctl"
 # needs a place here.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("kpctl", "kpctl.inspect", "kpctl.aggregation", "kpctl.errors", "kpctl.features", "kpctl.signals",  # packages: docstrings only
-     "kpctl.bcc_glue", "kpctl.limits", "kpctl.sessions", "kpctl.ebpf"),
+     "kpctl.bcc_glue", "kpctl.limits", "kpctl.sessions", "kpctl.ebpf", "kpctl.tables"),
     ("kpctl.model", "kpctl.symbols", "kpctl.histograms", "kpctl.metrics", "kpctl.owners", "kpctl.probeset"),
     ("kpctl.hits", "kpctl.tracefs", "kpctl.aggregation.counts"),
     ("kpctl.watch", "kpctl.kmod", "kpctl.kmod.*", "kpctl.ebpf.*", "kpctl.inspect.kcore", "kpctl.inspect.disasm", "kpctl.inspect.report"),

@@ -1,0 +1,70 @@
+"""kpctl's tables as text: tabulate's plain layout, fitted to a width when asked by
+wrapping the widest text columns (textwrap), never by cutting what a cell holds. Pure:
+the CLI decides the width (a terminal's, or none for --wide and pipes)."""
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# Text columns are not wrapped narrower than this, however narrow the terminal: a
+# table of words one letter wide is no table; past it, lines run wider than asked.
+MIN_WRAP_WIDTH = 16
+_GAP = 2  # the spaces between two columns in tabulate's "simple" layout
+
+
+def render_table(rows: Sequence[Mapping[str, Any]], headers: Sequence[str], width: int | None = None) -> str:
+    """rows' headers columns under the headers in capitals. With width, the text columns
+    widest first are wrapped, each cell's lines kept, until every line is at most width
+    wide (or each such column is MIN_WRAP_WIDTH); numbers are never wrapped."""
+    from tabulate import tabulate
+
+    names = [h.upper() for h in headers]
+    cells = [[row[h] for h in headers] for row in rows]
+    if width is not None:
+        cells, names = _fitted(cells, names, width)
+    return str(tabulate(cells, headers=names))
+
+
+def _column_width(header: str, column: Sequence[Any]) -> int:
+    from tabulate import tabulate
+
+    return max(map(len, tabulate([[c] for c in column], headers=[header]).splitlines()))
+
+
+def _is_text(column: Sequence[Any]) -> bool:
+    return any(isinstance(c, str) for c in column)
+
+
+class _Wrapper(textwrap.TextWrapper):
+    """textwrap's wrapping, but a word longer than a line starts a line of its own
+    before it is split, rather than filling the end of the line before it."""
+
+    def _handle_long_word(self, reversed_chunks: list[str], cur_line: list[str], cur_len: int, width: int) -> None:
+        if not cur_line:
+            super()._handle_long_word(reversed_chunks, cur_line, cur_len, width)
+
+
+def wrap_cell(value: object, width: int) -> str:
+    """value's text with each of its lines wrapped at width: every character but the
+    spaces where a line is broken kept, long words split rather than cut."""
+    wrapper = _Wrapper(width, break_on_hyphens=False)
+    return "\n".join("\n".join(wrapper.wrap(line) or [""]) for line in str(value).split("\n"))
+
+
+def _fitted(cells: list[list[Any]], names: list[str], width: int) -> tuple[list[list[Any]], list[str]]:
+    columns = [[row[i] for row in cells] for i in range(len(names))]
+    widths = [_column_width(n, c) for n, c in zip(names, columns, strict=True)]
+    text = [i for i, c in enumerate(columns) if _is_text(c)]
+    fixed = sum(w for i, w in enumerate(widths) if i not in text) + _GAP * (len(names) - 1)
+    room = width - fixed
+    if not text or fixed + sum(widths[i] for i in text) <= width:
+        return cells, names
+    # The widest cap that fits: the widest columns come down to it, the others stay.
+    cap = max(widths[i] for i in text)
+    while cap > MIN_WRAP_WIDTH and sum(min(widths[i], cap) for i in text) > room:
+        cap -= 1
+    wrapped = {i for i in text if widths[i] > cap}
+    cells = [[wrap_cell(v, cap) if i in wrapped else v for i, v in enumerate(row)] for row in cells]
+    names = [wrap_cell(n, cap) if i in wrapped else n for i, n in enumerate(names)]
+    return cells, names
