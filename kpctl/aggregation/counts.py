@@ -47,12 +47,15 @@ def split_by(by: str | None) -> str | FetchArg | None:
     return arg
 
 
-def histogram_split(by: str) -> FetchArg:
-    """hist's fetch argument, which its buckets are of."""
-    split = split_by(by)
-    if not isinstance(split, FetchArg):
-        raise UsageError(f"a histogram needs a numeric fetch argument, not {by}", "for example: 'size=$arg3:u64'")
-    return split
+def histogram_split(fetcharg: str) -> FetchArg:
+    """hist's FETCHARG, the number its buckets are of: NAME=FETCH[:TYPE]."""
+    example = "for example: kpctl hist vfs_read 'size=$arg3:u64'"
+    if fetcharg in SPLITS:
+        raise UsageError(f"a histogram needs a numeric fetch argument, not {fetcharg}", example)
+    arg = parse_fetch_arg(fetcharg)
+    if arg.name is None:
+        raise UsageError(f"FETCHARG {fetcharg}: a histogram's fetch argument needs a name, NAME=FETCH[:TYPE]", example)
+    return arg
 
 
 def plain_functions(functions: Sequence[str], engine: str) -> list[str]:

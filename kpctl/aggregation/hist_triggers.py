@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-from kpctl.aggregation.counts import Count, biggest_first, split_by
+from kpctl.aggregation.counts import Count, biggest_first, histogram_split, split_by
 from kpctl.backends.tracefs import TracefsBackend
 from kpctl.errors import KpctlError, UsageError
 from kpctl.gc import owned_session
@@ -91,7 +91,7 @@ class HitCounter:
     def __init__(self, tracefs: Tracefs, functions: Sequence[str], by: str | None = None, log2: bool = False) -> None:
         self.tracefs = tracefs
         self.by = by
-        split = split_by(by)
+        split = histogram_split(by or "") if log2 else split_by(by)
         args: tuple[FetchArg, ...] = ()
         if split is None:
             key = TOTAL_KEY
@@ -101,8 +101,6 @@ class HitCounter:
         else:
             key, args = split.name or "", (split,)
         if log2:
-            if not isinstance(split, FetchArg):
-                raise UsageError(f"a histogram needs a numeric fetch argument, not {by}", "for example: 'size=$arg3:u64'")
             key += ".log2"
         self.trigger = trigger(key)
         self.tables = KernelTables(tracefs, "count")

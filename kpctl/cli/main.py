@@ -705,9 +705,10 @@ def hist(target: str, fetcharg: str, interval: float | None, duration: float | N
     """
     import json
 
-    from kpctl.aggregation.counts import log2_buckets, render_log2
+    from kpctl.aggregation.counts import histogram_split, log2_buckets, render_log2
     from kpctl.counting import choose_engine
 
+    histogram_split(fetcharg)  # the same answer whatever the kernel
     tracefs = open_tracefs()
     kind = choose_engine(tracefs, engine)
     engine = kind.name

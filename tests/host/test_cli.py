@@ -602,3 +602,11 @@ def test_watch_c_runs_the_command_and_shows_only_its_hits(fake: FakeTracefs) -> 
     assert result.exit_code == 0 and result.stdout == ""  # the hit is another process's
     assert result.stderr.endswith("0 hits; true exited with status 0\n")
     assert run("watch", "-c", "no-such-command-kpctl")[0] == 2
+
+
+@pytest.mark.parametrize(("fetcharg", "error"), [
+    ("x", "FETCHARG x: a histogram's fetch argument needs a name, NAME=FETCH[:TYPE]"),
+    ("pid", "a histogram needs a numeric fetch argument, not pid"),
+])
+def test_hist_names_its_own_fetcharg_not_a_by_it_does_not_have(fake: FakeTracefs, fetcharg: str, error: str) -> None:
+    assert run("hist", "vfs_read", fetcharg) == (2, f"Error: {error}\nfor example: kpctl hist vfs_read 'size=$arg3:u64'\n")

@@ -16,7 +16,7 @@ import pytest
 from kpctl.aggregation.bcc import BccHitCounter, BccLatencyTimer
 from kpctl.aggregation.bpf import BpfHitCounter
 from kpctl.aggregation.counts import Count
-from kpctl.aggregation.hist_triggers import LatencyTimer, from_function
+from kpctl.aggregation.hist_triggers import HitCounter, LatencyTimer, from_function
 from kpctl.cli import main as cli_module
 from kpctl.counting import choose_engine
 from kpctl.ebpf.programs import this_arch
@@ -93,6 +93,10 @@ def test_latency_arms_returns_before_entries_and_divides_by_its_unit() -> None:
 @pytest.mark.parametrize(("make", "message"), [
     (lambda: BccLatencyTimer(["vfs_read"], by="stack"), "latency splits by pid, comm or cpu, not stack"),
     (lambda: BccHitCounter(["vfs_read"], by="pid", log2=True), "a histogram needs a numeric fetch argument, not pid"),
+    (lambda: BpfHitCounter(Tracefs(Path("/nonexistent")), ["vfs_read"], by="x", log2=True),
+     "FETCHARG x: a histogram's fetch argument needs a name, NAME=FETCH[:TYPE]"),
+    (lambda: HitCounter(Tracefs(Path("/nonexistent")), ["vfs_read"], by="comm", log2=True),
+     "a histogram needs a numeric fetch argument, not comm"),
     (lambda: BccHitCounter(["vfs_read+4"]), "the bcc engine probes functions by name, not vfs_read+4"),
     (lambda: BccHitCounter(["vfs_read"], by="+0($arg2):u64"),
      "--by +0($arg2):u64: a fetch argument to count by needs a name"),
