@@ -281,6 +281,6 @@ def expand_targets(symbols: KernelSymbols, targets: Sequence[str], limit: int) -
         expanded.extend(name + target[len(pattern):] for name in kept)
         left.update(skipped)
     if len(expanded) > limit:
-        raise UsageError(f"{len(expanded)} probes asked for, more than --max-probes {limit}",
-                         "narrow the glob, or raise --max-probes")
+        raise UsageError(f"{len(expanded)} functions asked for, more than --max-functions {limit}",
+                         "narrow the glob, or raise --max-functions")
     return expanded, left

@@ -21,6 +21,7 @@ from kpctl.cli.output import (
     VERBOSE_META,
     F,
     KpctlGroup,
+    Renamed,
     Seconds,
     json_option,
     output_options,
@@ -119,10 +120,24 @@ def counting_options(f: F) -> F:
                      help="What keeps the counts: " + "; ".join(f"{e.name}: {e.summary}" for e in ENGINES.values())
                      + ". Default: the first that works here."),
         click.option("--interval", "-i", type=Seconds(), help="Print the counts of each interval of SECS."),
-        click.option("--duration", "-d", type=Seconds(), help="Stop after SECS."),
+        click.option("--duration", "-d", type=Seconds(), help="Stop after this many seconds."),
     ]):
         f = option(f)
     return f
+
+
+def max_functions_option(f: F) -> F:
+    """The cap on what globs may name, shared by add and count (--max-probes before:
+    the module's own max_probes is kmod load's)."""
+    return click.option("--max-functions", type=click.IntRange(1), default=1000, show_default=True,
+                        help="Most functions the globs may name.")(f)
+
+
+# One help for each option that more than one command takes (what a command does with
+# it beyond that is in its own help).
+BY_HELP = "Split the counts by pid, comm, cpu, stack, or a fetch argument NAME=FETCH[:TYPE]."
+TOP_HELP = "Only the N biggest counts."
+DRY_RUN_HELP = "Say what would be done, and change nothing."
 
 
 def backend_option(f: F) -> F:
@@ -201,18 +216,17 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     ctx.meta[VERBOSE_META] = verbose
 
 
-@cli.command()
+@cli.command(cls=Renamed, renamed={"--max-probes": "--max-functions"})
 @probe_options
 @click.option("--disabled", is_flag=True, help="Define the probes without enabling them.")
-@click.option("--max-probes", type=click.IntRange(1), default=1000, show_default=True,
-              help="Most probes a glob TARGET may make.")
-@click.option("--dry-run", is_flag=True, help="Print what would be asked of the kernel, and where each probe would sit; change nothing.")
+@max_functions_option
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
 @backend_option
 @group_option
 @json_option
 def add(
     target: str, fetchargs: tuple[str, ...], ret: bool, maxactive: int | None, name: str | None,
-    filter_text: str | None, max_probes: int, disabled: bool, dry_run: bool, backend_name: str, group: str,
+    filter_text: str | None, max_functions: int, disabled: bool, dry_run: bool, backend_name: str, group: str,
     as_json: bool,
 ) -> None:
     """Add a probe on TARGET that records FETCHARGS at each hit.
@@ -221,6 +235,7 @@ def add(
     shell glob of functions (the probeable ones, as kpctl funcs lists them); several
     targets separated by commas are added together, all or none, with the same
     FETCHARGS. A FETCHARG is [NAME=]FETCH[:TYPE] as in the kernel's kprobetrace.rst.
+    --dry-run prints what would be asked of the kernel, and where each probe would sit.
 
     \b
     Examples:
@@ -251,7 +266,7 @@ def add(
         print_dry_run(requests_without_kernel(checked, group, enable=not disabled, event_filter=filter_text),
                       checked, [None] * len(checked), as_json)
         return
-    targets, left = expand_targets(manager.tracefs.symbols, texts, max_probes)
+    targets, left = expand_targets(manager.tracefs.symbols, texts, max_functions)
     if left:
         click.echo(f"kpctl: the glob leaves out {len(left)} functions (kpctl funcs tells why), e.g. "
                    + "; ".join(f"{n}: {why}" for n, why in list(left.items())[:3]), err=True)
@@ -582,17 +597,16 @@ def trace(
         pass  # SIGTERM while adding: the probes are gone
 
 
-@cli.command()
+@cli.command(cls=Renamed, renamed={"--max-probes": "--max-functions"})
 @wide_option
 @click.argument("patterns", nargs=-1, required=True)
-@click.option("--by", help="Split the counts by pid, comm, cpu, stack, or a fetch argument NAME=FETCH[:TYPE].")
+@click.option("--by", help=BY_HELP)
 @counting_options
-@click.option("--top", type=click.IntRange(1), help="Only the N biggest counts.")
-@click.option("--max-probes", type=click.IntRange(1), default=1000, show_default=True,
-              help="Most functions the PATTERNs may name.")
+@click.option("--top", type=click.IntRange(1), help=TOP_HELP)
+@max_functions_option
 @output_options
 def count(patterns: tuple[str, ...], by: str | None, interval: float | None, duration: float | None,
-          engine: str | None, top: int | None, max_probes: int, output: str) -> None:
+          engine: str | None, top: int | None, max_functions: int, output: str) -> None:
     """Count hits per function in the kernel (bcc's funccount), until Ctrl-C or --duration.
 
     PATTERNs are functions or shell globs of them (the probeable ones, as kpctl funcs
@@ -617,7 +631,7 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
     tracefs = open_tracefs()
     kind = choose_engine(tracefs, engine)
     engine = kind.name
-    functions, skipped = expand_targets(tracefs.symbols, list(patterns), max_probes)
+    functions, skipped = expand_targets(tracefs.symbols, list(patterns), max_functions)
     if skipped:
         click.echo(f"kpctl: the globs leave out {len(skipped)} functions (kpctl funcs tells why)", err=True)
     counter = kind.hit_counter(tracefs, functions, by, False)
@@ -738,7 +752,7 @@ def hist(target: str, fetcharg: str, interval: float | None, duration: float | N
 @click.option("--micros", "-u", is_flag=True, help="Microseconds instead of nanoseconds.")
 @click.option("--millis", "-m", is_flag=True, help="Milliseconds instead of nanoseconds.")
 @click.option("--per-function", "-F", is_flag=True, help="A histogram per function instead of one for all.")
-@click.option("--by", help="A histogram per pid, comm or cpu (bpf engine).")
+@click.option("--by", help=BY_HELP)
 @output_options
 def latency(functions: tuple[str, ...], interval: float | None, duration: float | None, engine: str | None,
             micros: bool, millis: bool, per_function: bool, by: str | None, output: str) -> None:
@@ -748,7 +762,7 @@ def latency(functions: tuple[str, ...], interval: float | None, duration: float 
     The bpf engine keeps each thread's entry times per call depth: nested and recursive
     calls are each timed from their own entry. The tracefs engine keeps one entry time
     per thread (a hist variable, read once): of a recursion only the innermost call is
-    timed.
+    timed. --by makes a histogram per pid, comm or cpu (the bpf engine's).
 
     \b
     Examples:
@@ -800,7 +814,7 @@ def latency(functions: tuple[str, ...], interval: float | None, duration: float 
 @cli.command()
 @click.argument("target")
 @counting_options
-@click.option("--top", type=click.IntRange(1), help="Only the N commonest stacks.")
+@click.option("--top", type=click.IntRange(1), help=TOP_HELP)
 @click.option("--folded", is_flag=True, help="Print flame-graph input: frames root first, joined by ';', and the count.")
 @output_options
 def stacks(target: str, interval: float | None, duration: float | None, engine: str | None, top: int | None,
@@ -881,7 +895,7 @@ def gc(as_json: bool) -> None:
 @click.option("--file", "-f", "path", required=True, help="The probe set, YAML ('-': stdin).")
 @click.option("--prune", is_flag=True, help="Also remove the set's probes that the file no longer names.")
 @click.option("--delete", is_flag=True, help="Remove every probe of the set instead.")
-@click.option("--dry-run", is_flag=True, help="Say what would change, and change nothing.")
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
 @click.option("--diff", is_flag=True, help="Also print the changed definitions: '-' the kernel's, '+' the file's.")
 @json_option
 def apply(path: str, prune: bool, delete: bool, dry_run: bool, diff: bool, as_json: bool) -> None:
@@ -969,11 +983,11 @@ def funcs(pattern: str, as_json: bool) -> None:
         print_table(rows, ["name", "module", "probeable", "note"])
 
 
-@cli.command()
+@cli.command(cls=Renamed, renamed={"-n": "--calls", "-r": "--runs"})
 @wide_option
-@click.option("--calls", "-n", type=click.IntRange(1, 100_000_000), default=100_000, show_default=True,
+@click.option("--calls", type=click.IntRange(1, 100_000_000), default=100_000, show_default=True,
               help="Calls of the probed function per run.")
-@click.option("--runs", "-r", type=click.IntRange(1, 100), default=5, show_default=True,
+@click.option("--runs", type=click.IntRange(1, 100), default=5, show_default=True,
               help="Runs per mechanism (the median counts).")
 @click.option("--driver", "driver_kind", type=click.Choice(["module", "syscall"]),
               help="What makes the calls: the module's loop in the kernel, or getpgid() from here "
@@ -994,7 +1008,7 @@ def bench(calls: int, runs: int, driver_kind: str | None, as_json: bool) -> None
     \b
     Examples:
       sudo kpctl bench
-      sudo kpctl bench -n 1000000 -r 7 --json
+      sudo kpctl bench --calls 1000000 --runs 7 --json
       sudo kpctl bench --driver syscall
     """
     from dataclasses import asdict
@@ -1052,10 +1066,10 @@ def doctor(as_json: bool) -> None:
         sys.exit(1)
 
 
-@cli.command()
+@cli.command(cls=Renamed, renamed={"-n": "--instructions"})
 @click.argument("target")
 @click.option("--arm", is_flag=True, help="Put a short-lived probe there and show the code at each stage.")
-@click.option("--instructions", "-n", type=click.IntRange(1, 200), default=16, show_default=True,
+@click.option("--instructions", type=click.IntRange(1, 200), default=16, show_default=True,
               help="How many instructions of the function to show.")
 @click.option("--wait", type=Seconds(0.1, 60), default=5.0, show_default=True,
               help="--arm: seconds to wait for the x86 jump optimization and for a return.")

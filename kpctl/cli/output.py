@@ -67,6 +67,42 @@ class KpctlGroup(click.Group):
             raise
 
 
+class Renamed(click.Command):
+    """A command that still takes the old spellings of its renamed options, for one
+    release, each with a note on stderr: renamed={"-n": "--calls"}. The old spellings
+    are no options of the command (its --help and the one-meaning test see only the new
+    ones); what was typed is respelled before click parses it, up to a "--". An old
+    short option is one that takes a value: "-n5" is "--calls=5"."""
+
+    def __init__(self, *args: Any, renamed: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.renamed = renamed
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        respelled: list[str] = []
+        said: set[str] = set()
+        for i, arg in enumerate(args):
+            if arg == "--":
+                respelled.extend(args[i:])
+                break
+            new = arg
+            for old, now in self.renamed.items():
+                if arg == old:
+                    new = now
+                elif old.startswith("--") and arg.startswith(old + "="):
+                    new = now + arg[len(old):]
+                elif not old.startswith("--") and arg.startswith(old) and len(arg) > len(old):
+                    new = f"{now}={arg[len(old):]}"
+                else:
+                    continue
+                if old not in said:
+                    said.add(old)
+                    click.echo(f"kpctl: {ctx.info_name} {old} is now {now}; {old} goes in the next release", err=True)
+                break
+            respelled.append(new)
+        return super().parse_args(ctx, respelled)
+
+
 class Seconds(click.FloatRange):
     """A positive, finite number of seconds: nan and inf are usage errors, not a
     ValueError in a poll loop."""

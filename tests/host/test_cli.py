@@ -421,9 +421,16 @@ def test_a_glob_on_a_kernel_without_kprobe_events_says_why_nothing_matches(fake:
                                       "kprobe_events: nothing can be probed through it\nsee: kpctl funcs 'vfs_*'\n")
 
 
-def test_a_glob_may_not_make_more_than_max_probes(fake: FakeTracefs) -> None:
-    assert run("add", "vfs_*", "--max-probes", "1") == (
-        2, "Error: 2 probes asked for, more than --max-probes 1\nnarrow the glob, or raise --max-probes\n")
+def test_a_glob_may_not_name_more_than_max_functions(fake: FakeTracefs) -> None:
+    assert run("add", "vfs_*", "--max-functions", "1") == (
+        2, "Error: 2 functions asked for, more than --max-functions 1\nnarrow the glob, or raise --max-functions\n")
+
+
+def test_max_probes_still_works_in_add_for_a_release_with_a_note(fake: FakeTracefs) -> None:
+    result = CliRunner().invoke(cli, ["add", "vfs_*", "--max-probes=1"], prog_name="kpctl")
+    assert (result.exit_code, result.stderr) == (2, (
+        "kpctl: add --max-probes is now --max-functions; --max-probes goes in the next release\n"
+        "Error: 2 functions asked for, more than --max-functions 1\nnarrow the glob, or raise --max-functions\n"))
     assert fake.read("kprobe_events") == EVENTS
 
 

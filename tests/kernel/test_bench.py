@@ -27,7 +27,7 @@ X86 = platform.machine() == "x86_64"
 def bench(*args: str) -> dict:
     # Enough calls that the comparisons below stand above emulation's noise (a row's
     # runs take a fraction of a second; setting rows up is most of the time).
-    proc = subprocess.run([sys.executable, "-m", "kpctl", "bench", "--json", "-n", "20000", "-r", "5", *args],
+    proc = subprocess.run([sys.executable, "-m", "kpctl", "bench", "--json", "--calls", "20000", "--runs", "5", *args],
                           cwd=CHECKOUT, text=True, capture_output=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -79,7 +79,7 @@ def test_without_the_module_a_syscall_loop_drives(kmod: KmodClient) -> None:  # 
     aside = moved.with_suffix(".aside")
     moved.rename(aside)  # bench must not load it either
     try:
-        result = bench("-n", "2000", "-r", "2")  # no comparisons here: short
+        result = bench("--calls", "2000", "--runs", "2")  # no comparisons here: short
     finally:
         aside.rename(moved)
         loader.load(moved)
@@ -98,7 +98,7 @@ def test_a_signal_mid_bench_removes_everything_and_restores_the_sysctl(
     turned off for it)."""
     tracefs = Tracefs(find_tracefs())
     sysctl = OPTIMIZATION_SYSCTL.read_text() if OPTIMIZATION_SYSCTL.exists() else None
-    proc = subprocess.Popen([sys.executable, "-m", "kpctl", "bench", "-n", "20000", "-r", "3"],
+    proc = subprocess.Popen([sys.executable, "-m", "kpctl", "bench", "--calls", "20000", "--runs", "3"],
                             cwd=CHECKOUT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     offset_probe = f"kpctl_bench_{proc.pid}/bench kpctl_kmod:kpctl_bench_target+"
     deadline = time.monotonic() + 300
@@ -116,7 +116,7 @@ def test_a_signal_mid_bench_removes_everything_and_restores_the_sysctl(
 def _bench_in_the_modules_loop() -> subprocess.Popen[str]:
     """A bench whose first run (the unprobed baseline: a long loop in the module's
     BENCH) has begun."""
-    proc = subprocess.Popen([sys.executable, "-m", "kpctl", "bench", "-n", "100000000", "-r", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "kpctl", "bench", "--calls", "100000000", "--runs", "1"],
                             cwd=CHECKOUT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     # The context lines come out just before the baseline runs.
@@ -154,7 +154,7 @@ def test_gc_removes_what_a_sigkilled_bench_left_and_restores_the_sysctl(kmod: Km
     Few calls: the rows before it need not measure anything."""
     tracefs = Tracefs(find_tracefs())
     sysctl = OPTIMIZATION_SYSCTL.read_text() if OPTIMIZATION_SYSCTL.exists() else None
-    proc = subprocess.Popen([sys.executable, "-m", "kpctl", "bench", "-n", "2000", "-r", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "kpctl", "bench", "--calls", "2000", "--runs", "1"],
                             cwd=CHECKOUT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     offset_probe = f"kpctl_bench_{proc.pid}/bench kpctl_kmod:kpctl_bench_target+"
     module_probe = f"kpctl_bench_{proc.pid}_0"

@@ -302,12 +302,12 @@ def test_latency_in_millis_split_by_comm(tracefs: Tracefs) -> None:
     assert buckets.get((9, 16), 0) >= 6, buckets  # 10 ms and a little
 
 
-def test_a_glob_over_more_functions_than_max_probes_is_refused_before_any_probe(tracefs: Tracefs, engine: str) -> None:
-    proc = count(engine, "vfs_*", "--max-probes", "3", "-d", "1")
+def test_a_glob_over_more_functions_than_max_functions_is_refused_before_any_probe(tracefs: Tracefs, engine: str) -> None:
+    proc = count(engine, "vfs_*", "--max-functions", "3", "-d", "1")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     # With --json the error is JSON too; the fixture checks that no kprobe was made.
-    assert json.loads(out)["error"].endswith(" probes asked for, more than --max-probes 3")
+    assert json.loads(out)["error"].endswith(" functions asked for, more than --max-functions 3")
 
 
 @pytest.mark.parametrize("every_engine", ["tracefs"], indirect=True)  # bpf's units: the -m test above
