@@ -91,8 +91,8 @@ def _probe_row(p: Any) -> dict[str, Any]:
 
 
 @kmod.command()
-@json_option
 @wide_option
+@json_option
 def status(as_json: bool) -> None:
     """Show whether the module is built and loaded, and the probes it holds.
 

@@ -311,8 +311,8 @@ def print_dry_run(requests: Sequence[str], probes: Sequence[Probe], addresses: S
 
 
 @cli.command(name="list")
-@wide_option
 @group_option
+@wide_option
 @json_option
 def list_probes(group: str, as_json: bool) -> None:
     """List kpctl's probes and their state.
@@ -410,8 +410,8 @@ def disable(names: tuple[str, ...], group: str, as_json: bool) -> None:
 
 
 @cli.command()
-@wide_option
 @group_option
+@wide_option
 @output_options
 @click.option("--textfile", help="Write the Prometheus text to this file at once (node_exporter's textfile collector); "
               "it must be a regular file or not exist.")
@@ -598,12 +598,12 @@ def trace(
 
 
 @cli.command(cls=Renamed, renamed={"--max-probes": "--max-functions"})
-@wide_option
 @click.argument("patterns", nargs=-1, required=True)
 @click.option("--by", help=BY_HELP)
 @counting_options
 @click.option("--top", type=click.IntRange(1), help=TOP_HELP)
 @max_functions_option
+@wide_option
 @output_options
 def count(patterns: tuple[str, ...], by: str | None, interval: float | None, duration: float | None,
           engine: str | None, top: int | None, max_functions: int, output: str) -> None:
@@ -957,8 +957,8 @@ def apply(path: str, prune: bool, delete: bool, dry_run: bool, diff: bool, as_js
 
 
 @cli.command()
-@wide_option
 @click.argument("pattern", default="*")
+@wide_option
 @json_option
 def funcs(pattern: str, as_json: bool) -> None:
     """Functions a probe can sit on (shell glob PATTERN), and why a name cannot.
@@ -984,7 +984,6 @@ def funcs(pattern: str, as_json: bool) -> None:
 
 
 @cli.command(cls=Renamed, renamed={"-n": "--calls", "-r": "--runs"})
-@wide_option
 @click.option("--calls", type=click.IntRange(1, 100_000_000), default=100_000, show_default=True,
               help="Calls of the probed function per run.")
 @click.option("--runs", type=click.IntRange(1, 100), default=5, show_default=True,
@@ -993,6 +992,7 @@ def funcs(pattern: str, as_json: bool) -> None:
               help="What makes the calls: the module's loop in the kernel, or getpgid() from here "
                    "(the syscall's function has BTF, so BPF fentry/fexit can be measured). "
                    "Default: the module where it can be loaded.")
+@wide_option
 @json_option
 def bench(calls: int, runs: int, driver_kind: str | None, as_json: bool) -> None:
     """What one hit of each probe mechanism costs on this kernel, side by side.

@@ -146,8 +146,7 @@ def table_width() -> int | None:
     return shutil.get_terminal_size().columns
 
 
-WIDE_HELP = ("Print tables' full lines on a terminal too (into a pipe or a file they always are), "
-             "instead of wrapping long columns to the terminal's width.")
+WIDE_HELP = "Print tables whole on a terminal too, not wrapped to its width (a pipe always gets them whole)."
 
 
 def _wide_given(ctx: click.Context, param: click.Parameter, wide: bool) -> None:
