@@ -27,9 +27,15 @@ def render_table(rows: Sequence[Mapping[str, Any]], headers: Sequence[str], widt
 
 
 def _column_width(header: str, column: Sequence[Any]) -> int:
-    from tabulate import tabulate
+    """How wide tabulate prints column: as its longest line, or its header's with
+    tabulate's padding; a column of floats as tabulate aligns their decimal points."""
+    from tabulate import MIN_PADDING, tabulate
 
-    return max(map(len, tabulate([[c] for c in column], headers=[header]).splitlines()))
+    if any(isinstance(c, float) for c in column):
+        return max(map(len, tabulate([[c] for c in column], headers=[header]).splitlines()))
+    padded: int = MIN_PADDING
+    return max([max(map(len, header.split("\n"))) + padded,
+                *(len(line) for cell in column for line in ("" if cell is None else str(cell)).split("\n"))])
 
 
 def _is_text(column: Sequence[Any]) -> bool:
@@ -54,8 +60,8 @@ def wrap_cell(value: object, width: int) -> str:
 
 def _fitted(cells: list[list[Any]], names: list[str], width: int) -> tuple[list[list[Any]], list[str]]:
     columns = [[row[i] for row in cells] for i in range(len(names))]
-    widths = [_column_width(n, c) for n, c in zip(names, columns, strict=True)]
     text = [i for i, c in enumerate(columns) if _is_text(c)]
+    widths = [_column_width(n, c) for n, c in zip(names, columns, strict=True)]
     fixed = sum(w for i, w in enumerate(widths) if i not in text) + _GAP * (len(names) - 1)
     room = width - fixed
     if not text or fixed + sum(widths[i] for i in text) <= width:

@@ -98,3 +98,13 @@ def test_a_fitted_table_keeps_every_character_and_fits_when_it_can(cells: list[t
     numbers = max([len(str(n)) for n in (r["n"] for r in rows)] + [1])
     if 2 * MIN_WRAP_WIDTH + max(numbers, 1) + 4 <= width:
         assert max(map(len, fitted.splitlines())) <= width
+
+
+def test_floats_none_and_an_empty_table_are_measured_as_tabulate_prints_them() -> None:
+    rows = [{"what": "a long text of several words " * 4, "ratio": r, "maybe": m}
+            for r, m in ((1.25, None), (10.5, 3), (100.125, None))]
+    for width in (40, 60, 80):
+        text = render_table(rows, ["what", "ratio", "maybe"], width)
+        assert max(map(len, text.splitlines())) <= width
+        assert "100.125" in text and " 10.5" in text
+    assert render_table([], ["name", "hits"], 10) == render_table([], ["name", "hits"])
