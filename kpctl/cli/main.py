@@ -319,7 +319,7 @@ def list_probes(group: str, as_json: bool) -> None:
 
     \b
     Example:
-      kpctl list --json
+      sudo kpctl list --json
     """
     from kpctl.owners import Owners
 
