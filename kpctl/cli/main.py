@@ -239,12 +239,12 @@ def add(
 
     \b
     Examples:
-      kpctl add do_sys_openat2 'dfd=$arg1:s32' 'path=+0($arg2):ustring'
-      kpctl add --ret do_sys_openat2 'fd=$retval:s32'
-      kpctl add vfs_read,vfs_write 'count=$arg3:u64'
-      kpctl add --backend kmod --ret do_sys_openat2
-      kpctl add --dry-run vfs_read+5 'count=$arg3:u64'
-      kpctl add 'vfs_*' --disabled
+      sudo kpctl add do_sys_openat2 'dfd=$arg1:s32' 'path=+0($arg2):ustring'
+      sudo kpctl add --ret do_sys_openat2 'fd=$retval:s32'
+      sudo kpctl add vfs_read,vfs_write 'count=$arg3:u64'
+      sudo kpctl add --backend kmod --ret do_sys_openat2
+      sudo kpctl add --dry-run vfs_read+5 'count=$arg3:u64'
+      sudo kpctl add 'vfs_*' --disabled
     """
     from kpctl.kmod import modules_supported
     from kpctl.manager import expand_targets, is_glob
@@ -354,9 +354,9 @@ def rm(names: tuple[str, ...], remove_all: bool, group: str, as_json: bool) -> N
 
     \b
     Examples:
-      kpctl rm do_sys_openat2
-      kpctl rm 'vfs_*'
-      kpctl rm --all
+      sudo kpctl rm do_sys_openat2
+      sudo kpctl rm 'vfs_*'
+      sudo kpctl rm --all
     """
     if names and remove_all:
         raise click.UsageError("give probe NAMEs or --all, not both")
@@ -382,8 +382,8 @@ def enable(names: tuple[str, ...], group: str, as_json: bool) -> None:
 
     \b
     Examples:
-      kpctl enable do_sys_openat2
-      kpctl enable 'vfs_*'
+      sudo kpctl enable do_sys_openat2
+      sudo kpctl enable 'vfs_*'
     """
     manager = open_probes(group)
     names = tuple(manager.expand(names))
@@ -400,8 +400,8 @@ def disable(names: tuple[str, ...], group: str, as_json: bool) -> None:
 
     \b
     Examples:
-      kpctl disable do_sys_openat2
-      kpctl disable 'vfs_*'
+      sudo kpctl disable do_sys_openat2
+      sudo kpctl disable 'vfs_*'
     """
     manager = open_probes(group)
     names = tuple(manager.expand(names))
@@ -420,9 +420,9 @@ def stats(group: str, output: str, textfile: str | None) -> None:
 
     \b
     Examples:
-      kpctl stats
-      kpctl stats --format prometheus
-      kpctl stats --textfile /var/lib/node_exporter/textfile/kpctl.prom
+      sudo kpctl stats
+      sudo kpctl stats --format prometheus
+      sudo kpctl stats --textfile /var/lib/node_exporter/textfile/kpctl.prom
     """
     if textfile is not None:
         from kpctl.metrics import check_textfile
@@ -552,10 +552,10 @@ def watch(names: tuple[str, ...], watching: WatchOptions, clear: bool, group: st
 
     \b
     Examples:
-      kpctl watch --count 10
-      kpctl watch do_sys_openat2 --comm cat --json
-      kpctl watch --clear --duration 5
-      kpctl watch -c 'cat /etc/hostname'
+      sudo kpctl watch --count 10
+      sudo kpctl watch do_sys_openat2 --comm cat --json
+      sudo kpctl watch --clear --duration 5
+      sudo kpctl watch -c 'cat /etc/hostname'
     """
     probes = open_probes(group)
     collect_garbage(probes.tracefs)  # a killed watch's instance, among others
@@ -575,9 +575,9 @@ def trace(
 
     \b
     Examples:
-      kpctl trace do_sys_openat2 'path=+0($arg2):ustring' --count 3
-      kpctl trace vfs_read 'count=$arg3:u64' -c 'cat /etc/hostname'
-      kpctl trace --backend bpf vfs_read 'size=$arg3:u64' --count 5
+      sudo kpctl trace do_sys_openat2 'path=+0($arg2):ustring' --count 3
+      sudo kpctl trace vfs_read 'count=$arg3:u64' -c 'cat /etc/hostname'
+      sudo kpctl trace --backend bpf vfs_read 'size=$arg3:u64' --count 5
     """
     from kpctl.manager import short_lived
     from kpctl.model import probes_from_targets
@@ -965,8 +965,8 @@ def funcs(pattern: str, as_json: bool) -> None:
 
     \b
     Examples:
-      kpctl funcs 'vfs_*'
-      kpctl funcs do_sys_open
+      sudo kpctl funcs 'vfs_*'
+      sudo kpctl funcs do_sys_open
     """
     if not pattern:
         raise UsageError("give a function name or a glob", "kpctl funcs 'vfs_*'")
