@@ -107,6 +107,15 @@ def biggest_first(counts: list[Count]) -> list[Count]:
     return sorted(counts, key=lambda c: (-c.hits, c.function, c.key or "", c.split or ""))
 
 
+def count_table(counts: Sequence[Count], functions: int, by: str | None,
+                top: int | None) -> tuple[list[dict[str, str | int | None]], int]:
+    """The rows `kpctl count` shows, the biggest top of those hit (funccount prints no
+    zero rows), and how many of the functions counted no hit reached."""
+    hit = [c for c in counts if c.hits]
+    rows = [{"function": c.function, **({"by": c.key} if by else {}), "hits": c.hits} for c in hit][:top]
+    return rows, functions - len({c.function for c in hit})
+
+
 def since(now: Sequence[Count], before: Sequence[Count]) -> list[Count]:
     """The hits of now that came after before (for -i intervals), biggest first."""
     earlier = {(c.function, c.key, c.split): c.hits for c in before}

@@ -637,7 +637,9 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
     counter = kind.hit_counter(tracefs, functions, by, False)
 
     def show(counts: Sequence[Count], dropped: int) -> None:
-        rows = [{"function": c.function, **({"by": c.key} if by else {}), "hits": c.hits} for c in counts][:top]
+        from kpctl.aggregation.counts import count_table
+
+        rows, not_hit = count_table(counts, len(functions), by, top)
         if output == "prometheus":
             from kpctl.aggregation.counts import count_metric
             from kpctl.metrics import exposition
@@ -645,9 +647,11 @@ def count(patterns: tuple[str, ...], by: str | None, interval: float | None, dur
             click.echo(exposition([count_metric(counts[:top], by, engine)]), nl=False)
             return
         if output == "json":
-            click.echo(json.dumps({"engine": engine, "by": by, "counts": rows, "dropped": dropped}))
+            click.echo(json.dumps({"engine": engine, "by": by, "counts": rows, "not_hit": not_hit, "dropped": dropped}))
             return
         print_table(rows, list(rows[0]) if rows else ["function", "hits"])
+        if not_hit:
+            click.echo(f"kpctl: {not_hit} of {len(functions)} functions counted were not hit", err=True)
         if dropped:
             click.echo(f"kpctl: {dropped} hits dropped: the kernel's table was full", err=True)
 
@@ -971,12 +975,12 @@ def funcs(pattern: str, as_json: bool) -> None:
     if not pattern:
         raise UsageError("give a function name or a glob", "kpctl funcs 'vfs_*'")
     symbols = open_tracefs().symbols
-    rows = [
-        {"name": s.name, "module": s.module or "", "probeable": s.probeable, "note": s.reason}
-        for s in map(symbols.status, symbols.match(pattern))
-    ]
-    if not rows:
+    statuses = [symbols.status(name) for name in symbols.match(pattern)]
+    if not statuses:
         raise KpctlError(f"no function matches {pattern}", "kpctl funcs 'vfs_*' lists functions by glob")
+    if statuses[0].name == pattern and pattern not in symbols.by_name:
+        raise KpctlError(f"no function named {pattern}: {statuses[0].reason}")
+    rows = [{"name": s.name, "module": s.module or "", "probeable": s.probeable, "note": s.reason} for s in statuses]
     if as_json:
         print_json(rows)
     else:

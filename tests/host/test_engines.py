@@ -281,3 +281,15 @@ def test_a_signal_whose_handler_has_not_run_yet_still_ends_the_counting_sleep() 
         sleep(30)
         assert time.monotonic() - began < 5
     assert signal.set_wakeup_fd(-1) == -1  # put back as it was
+
+
+def test_a_count_table_shows_only_what_was_hit_and_says_how_many_were_not() -> None:
+    from kpctl.aggregation.counts import count_table
+
+    counts = [Count("vfs_read", None, 7), Count("vfs_write", None, 0), Count("vfs_open", None, 2)]
+    assert count_table(counts, 5, None, None) == (
+        [{"function": "vfs_read", "hits": 7}, {"function": "vfs_open", "hits": 2}], 3)
+    assert count_table(counts, 5, None, 1) == ([{"function": "vfs_read", "hits": 7}], 3)
+    by_comm = [Count("vfs_read", "cat", 3), Count("vfs_read", "sh", 1)]
+    assert count_table(by_comm, 2, "comm", None) == (
+        [{"function": "vfs_read", "by": "cat", "hits": 3}, {"function": "vfs_read", "by": "sh", "hits": 1}], 1)
