@@ -166,6 +166,14 @@ class KernelSymbols:
             return [pattern]
         return sorted(self._named_like(pattern))
 
+    def statuses(self, pattern: str) -> list[FunctionStatus]:
+        """status() of each function pattern names, a glob's sorted; kallsyms is read once
+        (a glob's matches carry their symbols)."""
+        if not any(c in pattern for c in "*?["):
+            return [self.status(pattern)]
+        named = self._named_like(pattern)
+        return [self.status(name, named[name]) for name in sorted(named)]
+
     def _named_like(self, glob: str) -> dict[str, list[KernelSymbol]]:
         """The symbols of each function whose name matches glob."""
         return {n: symbols for n, symbols in self._symbols_like(glob).items() if any(s.type in TEXT_TYPES for s in symbols)}

@@ -975,7 +975,7 @@ def funcs(pattern: str, as_json: bool) -> None:
     if not pattern:
         raise UsageError("give a function name or a glob", "kpctl funcs 'vfs_*'")
     symbols = open_tracefs().symbols
-    statuses = [symbols.status(name) for name in symbols.match(pattern)]
+    statuses = symbols.statuses(pattern)
     if not statuses:
         raise KpctlError(f"no function matches {pattern}", "kpctl funcs 'vfs_*' lists functions by glob")
     if statuses[0].name == pattern and pattern not in symbols.by_name:

@@ -108,3 +108,36 @@ def test_floats_none_and_an_empty_table_are_measured_as_tabulate_prints_them() -
         assert max(map(len, text.splitlines())) <= width
         assert "100.125" in text and " 10.5" in text
     assert render_table([], ["name", "hits"], 10) == render_table([], ["name", "hits"])
+
+
+text_cells = st.one_of(st.none(), st.booleans(), st.text(alphabet="ab_ :\t", max_size=12))
+words = st.text(alphabet="ab_:", min_size=1, max_size=8)
+
+
+@given(st.integers(1, 4).flatmap(lambda n: st.tuples(
+    st.lists(st.text(alphabet="ABC_", min_size=1, max_size=6), min_size=n, max_size=n),
+    st.lists(st.lists(text_cells, min_size=n, max_size=n), max_size=5).flatmap(
+        lambda rows: st.lists(st.one_of(words, st.booleans()), min_size=n, max_size=n).map(lambda first: [first, *rows])))))
+def test_a_table_of_text_is_printed_as_tabulate_prints_it(table: tuple[list[str], list[list[object]]]) -> None:
+    from tabulate import tabulate
+
+    from kpctl.tables import _plain_text_table
+
+    names, cells = table
+    assert _plain_text_table(cells, names) == tabulate(cells, headers=names)
+
+
+@pytest.mark.parametrize("cell", [1, 2.5, "12", "+1", ".5", "inf", " nan", "caf\u00e9", "a\rb", "a\nb", "1,000", "-.5"])
+def test_numbers_and_what_tabulate_reads_or_measures_its_own_way_go_to_tabulate(cell: object) -> None:
+    from kpctl.tables import _plain_text_table
+
+    assert _plain_text_table([["name", cell]], ["A", "B"]) is None
+
+
+@pytest.mark.parametrize("cell", ["-x", ".E_copy", "nanx", "+"])
+def test_text_that_only_starts_like_a_number_is_printed_as_tabulate_prints_it(cell: str) -> None:
+    from tabulate import tabulate
+
+    from kpctl.tables import _plain_text_table
+
+    assert _plain_text_table([["name", cell]], ["A", "B"]) == tabulate([["name", cell]], headers=["A", "B"])
