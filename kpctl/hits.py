@@ -17,7 +17,9 @@ finditer (no per-line split or strip); a Hit keeps only its match object and par
 arguments when asked; lines the regex skips are counted from the newline count rather than
 looked at one by one. Output renders what recurs from hit to hit (a thread's task, thread
 and CPU; a probe's name and place) once per distinct text, and --json takes the argument
-values whose JSON is at hand straight from their text.
+values whose JSON is at hand straight from their text. Unfiltered output splits a chunk
+by the same regex into its spans and arranges them with C-level map()s, so that no Python
+code runs per hit but --json's arguments.
 """
 from __future__ import annotations
 
@@ -25,23 +27,37 @@ import json
 import re
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, repeat
 from json.encoder import encode_basestring_ascii
-from typing import IO, TypeVar, Union
+from operator import call, itemgetter
+from typing import IO, Any, Generic, NamedTuple, TypeVar, Union
 
 from kpctl.model import ArgType, Probe
 
 # An optional part is written (?:X|), not (?:X)?: the same match, but sre runs the latter
 # as a REPEAT, a tenth of the parse. ASCII classes: the kernel prints the fields they
 # match (numbers, event and module names, flags) in ASCII, and they are faster.
-_HIT_LINE = re.compile(
-    r"^( *(.*?)-(\d+) +(?:\( *[\d-]+\) +|)\[(\d+)\]) +(?:\S+ +|)([\d.]+): "
-    r"((\w+): \((\[unknown/kretprobe'd\]|[^ )/]*)(?:/0x[0-9a-f]+|)(?: \[([\w-]+)\]|)(?: <- ([^)]*)|)\))(.*)$",
-    re.M | re.A,
-)
-# _WHO (task, thread, CPU) and _WHAT (event and place) are spans that recur from hit to
-# hit; the groups inside each depend on its text alone.
+# WHO (task, thread, CPU) and WHAT (event and place) are spans that recur from hit to hit;
+# the fields inside each depend on its text alone.
+_WHO_TEXT = r" *(.*?)-(\d+) +(?:\( *[\d-]+\) +|)\[(\d+)\]"
+_WHAT_TEXT = r"(\w+): \((\[unknown/kretprobe'd\]|[^ )/]*)(?:/0x[0-9a-f]+|)(?: \[([\w-]+)\]|)(?: <- ([^)]*)|)\)"
+_LINE_TEXT = r"^({who}) +(?:\S+ +|)([\d.]+): ({what})(.*)$"
+_HIT_LINE = re.compile(_LINE_TEXT.format(who=_WHO_TEXT, what=_WHAT_TEXT), re.M | re.A)
 _WHO, _COMM, _TID, _CPU, _TIME, _WHAT, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS = range(1, 12)
+_WHO_FIELDS = re.compile(_WHO_TEXT, re.A)
+_WHAT_FIELDS = re.compile(_WHAT_TEXT, re.A)
+
+
+def _uncaptured(regex: str) -> str:
+    """regex with its groups made non-capturing (the patterns above escape every literal paren)."""
+    return re.sub(r"(?<!\\)\((?!\?)", "(?:", regex)
+
+
+# The same lines as _HIT_LINE with four groups, WHO, time, WHAT and arguments: split() by it
+# gives a chunk's spans in one flat list, five items a hit, that output turns into its
+# lines with C-level map()s and slice assignments, no Python code run per hit.
+_HIT_SPANS = re.compile(_LINE_TEXT.format(who=_uncaptured(_WHO_TEXT), what=_uncaptured(_WHAT_TEXT)), re.M | re.A)
+_SPAN_ITEMS = 5
 _LOST_LINE = re.compile(r"^CPU:(\d+) \[LOST (\d+) EVENTS\]$", re.M)
 _ANY_ARG = re.compile(r" ([A-Za-z_][A-Za-z0-9_]*)=")
 _INT = re.compile(r"-?\d+\Z")
@@ -321,49 +337,139 @@ _KEPT = 1 << 14
 _Kept = TypeVar("_Kept")
 
 
-def _keep(kept: dict[str, _Kept], text: str, rendered: _Kept) -> _Kept:
-    if len(kept) >= _KEPT:
-        kept.clear()
-    kept[text] = rendered
-    return rendered
+def _keep_all(kept: dict[str, _Kept], texts: list[str], render: Callable[[str], _Kept | None]) -> bool:
+    """Whether each of texts has its rendering kept, rendering those not seen yet; False
+    at the first that render() leaves to a hit's own line (None)."""
+    new = set(texts).difference(kept)
+    if len(kept) + len(new) > _KEPT:
+        kept.clear()  # before the chunk, so that none of its own texts is dropped
+        new = set(texts)
+    for text in new:
+        rendered = render(text)
+        if rendered is None:
+            return False
+        kept[text] = rendered
+    return True
 
 
-class _TextLines:
+def _fields(regex: re.Pattern[str], span: str) -> tuple[Any, ...]:
+    """The groups of a WHO or WHAT span (_WHO_FIELDS, _WHAT_FIELDS)."""
+    match = regex.fullmatch(span)
+    assert match is not None  # span is what the same regex matched inside a hit line
+    return match.groups()
+
+
+class _Chunk(NamedTuple):
+    lines: str  # the hits shown, a line each with its newline
+    shown: int
+    hits: int  # hit lines in the chunk, shown or not
+    cut: bool  # whether --count ended the watch within the chunk
+    only_hits: bool  # whether every line of the chunk is a hit: no LOST notice, nothing unparsed
+
+
+class _Lines(Generic[_Kept]):
+    """watch's output lines. A chunk goes through _HIT_SPANS's split in one go, where no
+    filter picks hits and no event names its probe in its arguments (namers); else hit
+    by hit, line(). WHO spans render to _who, WHAT spans to _what, each once."""
+
+    def __init__(self, namers: Mapping[str, ProbeNamer]) -> None:
+        self._namers = namers
+        self._who: dict[str, str] = {}
+        self._what: dict[str, _Kept] = {}
+
+    def chunk(self, text: str, limit: int | None) -> _Chunk | None:
+        """The lines of text's first limit hits (all when None), or None when one needs line()."""
+        parts = _HIT_SPANS.split(text)
+        hits = len(parts) // _SPAN_ITEMS
+        # Between hits, and after the last, there is a newline alone unless the text has
+        # other lines: this saves feed() two scans of the text looking for those.
+        only_hits = not parts[0] and parts[_SPAN_ITEMS::_SPAN_ITEMS].count("\n") == hits
+        shown = hits if limit is None else min(hits, limit)
+        if not shown:
+            return _Chunk("", 0, hits, hits > 0, only_hits)
+        del parts[shown * _SPAN_ITEMS + 1:]
+        if not (_keep_all(self._who, parts[1::_SPAN_ITEMS], self._who_of)
+                and _keep_all(self._what, parts[3::_SPAN_ITEMS], self._what_of)):
+            return None
+        self._arrange(parts, shown)
+        return _Chunk("".join(parts), shown, hits, shown < hits, only_hits)
+
+    def _arrange(self, parts: list[str], hits: int) -> None:
+        """Turns _HIT_SPANS.split()'s list (text before the first hit, then WHO, time, WHAT,
+        arguments and the text after, per hit) into the output's pieces, in place."""
+        raise NotImplementedError
+
+    def line(self, m: re.Match[str]) -> str:
+        raise NotImplementedError
+
+    def _first(self, m: re.Match[str]) -> str:
+        """line() of a WHO or WHAT not kept yet, or of an event named in its arguments."""
+        who, what = m.group(_WHO, _WHAT)
+        _keep_all(self._who, [who], self._who_of)
+        return self.line(m) if _keep_all(self._what, [what], self._what_of) else self._named(m)
+
+    def _who_of(self, who: str) -> str:
+        raise NotImplementedError
+
+    def _what_of(self, what: str) -> _Kept | None:
+        """What a WHAT span renders to, or None for an event named in its arguments."""
+        raise NotImplementedError
+
+    def _named(self, m: re.Match[str]) -> str:
+        """line() of a hit whose probe is named in its arguments."""
+        raise NotImplementedError
+
+
+class _TextLines(_Lines[str]):
     """watch's text lines: a hit's columns with the kernel's argument text as it is."""
 
-    def __init__(self, parser: HitParser) -> None:
-        self._namers = parser.namers
-        self._who: dict[str, str] = {}  # WHO text: its columns
-        self._what: dict[str, str] = {}  # WHAT text: its columns, but for events named in their arguments
+    def _arrange(self, parts: list[str], hits: int) -> None:
+        whos, times, whats = parts[1::_SPAN_ITEMS], parts[2::_SPAN_ITEMS], parts[3::_SPAN_ITEMS]
+        parts[0] = ""
+        parts[1::_SPAN_ITEMS] = map(str.rjust, times, repeat(14, hits))
+        parts[2::_SPAN_ITEMS] = map(self._who.__getitem__, whos)
+        parts[3::_SPAN_ITEMS] = map(self._what.__getitem__, whats)
+        parts[5::_SPAN_ITEMS] = repeat("\n", hits)
 
     def line(self, m: re.Match[str]) -> str:
         who, ts, what, args = m.group(_WHO, _TIME, _WHAT, _ARGS)
         try:
-            return f"{ts.rjust(14)} {self._who[who]} {self._what[what]}{args}"
+            return f"{ts.rjust(14)}{self._who[who]}{self._what[what]}{args}\n"
         except KeyError:
             return self._first(m)
 
-    def _first(self, m: re.Match[str]) -> str:
-        """line() of a WHO or WHAT not seen yet, or of an event named in its arguments."""
-        comm, tid, cpu, ts, event, site, module, function, args = m.group(
-            _COMM, _TID, _CPU, _TIME, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS)
-        _keep(self._who, m.group(_WHO), f"{cpu:>3} {tid:>7} {comm:<16}")
-        if event in self._namers:
-            probe, args = probe_name(event, args, self._namers)
-            return f"{ts:>14} {self._who[m.group(_WHO)]} {probe:<20} {_where(site, module, function)}{args}"
-        _keep(self._what, m.group(_WHAT), f"{event:<20} {_where(site, module, function)}")
-        return self.line(m)
+    def _who_of(self, who: str) -> str:
+        comm, tid, cpu = _fields(_WHO_FIELDS, who)
+        return f" {cpu:>3} {tid:>7} {comm:<16} "
+
+    def _what_of(self, what: str) -> str | None:
+        event, site, module, function = _fields(_WHAT_FIELDS, what)
+        return None if event in self._namers else f"{event:<20} {_where(site, module, function)}"
+
+    def _named(self, m: re.Match[str]) -> str:
+        ts, who, event, site, module, function, args = m.group(_TIME, _WHO, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS)
+        probe, args = probe_name(event, args, self._namers)
+        return f"{ts.rjust(14)}{self._who[who]}{probe:<20} {_where(site, module, function)}{args}\n"
 
 
-class _JsonLines:
-    """watch --json's lines: one object per hit, every value typed."""
+class _JsonLines(_Lines[tuple[str, Callable[[str], str]]]):
+    """watch --json's lines: one object per hit, every value typed. A WHAT span renders to
+    the members up to "args" and how the arguments' text becomes JSON."""
 
     def __init__(self, parser: HitParser, backend_of: Mapping[str, str]) -> None:
+        super().__init__(parser.namers)
         self._parser = parser
         self._backend_of = backend_of
-        self._who: dict[str, str] = {}  # WHO text: its members
-        # WHAT text: its members up to "args", and how the arguments' text becomes JSON
-        self._what: dict[str, tuple[str, Callable[[str], str]]] = {}
+
+    def _arrange(self, parts: list[str], hits: int) -> None:
+        whos, times, whats = parts[1::_SPAN_ITEMS], parts[2::_SPAN_ITEMS], list(map(self._what.__getitem__, parts[3::_SPAN_ITEMS]))
+        parts[0] = '{"time":'
+        parts[1::_SPAN_ITEMS] = map(repr, map(float, times))
+        parts[2::_SPAN_ITEMS] = map(self._who.__getitem__, whos)
+        parts[3::_SPAN_ITEMS] = map(itemgetter(0), whats)
+        parts[4::_SPAN_ITEMS] = map(call, map(itemgetter(1), whats), parts[4::_SPAN_ITEMS])
+        parts[5::_SPAN_ITEMS] = repeat('}\n{"time":', hits)
+        parts[-1] = "}\n"
 
     def line(self, m: re.Match[str]) -> str:
         who, ts, what, args = m.group(_WHO, _TIME, _WHAT, _ARGS)
@@ -371,22 +477,28 @@ class _JsonLines:
             who_json, (what_json, args_json) = self._who[who], self._what[what]
         except KeyError:
             return self._first(m)
-        return f'{{"time":{float(ts)!r},{who_json},{what_json}{args_json(args)}}}'
+        return f'{{"time":{float(ts)!r}{who_json}{what_json}{args_json(args)}}}\n'
 
-    def _first(self, m: re.Match[str]) -> str:
-        """line() of a WHO or WHAT not seen yet, or of an event named in its arguments."""
-        comm, tid, cpu, ts, event, site, module, function, args = m.group(
-            _COMM, _TID, _CPU, _TIME, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS)
-        _keep(self._who, m.group(_WHO), f'"cpu":{int(cpu)},"tid":{int(tid)},"comm":{_json_str(comm)}')
+    def _who_of(self, who: str) -> str:
+        comm, tid, cpu = _fields(_WHO_FIELDS, who)
+        return f',"cpu":{int(cpu)},"tid":{int(tid)},"comm":{_json_str(comm)},'
+
+    def _what_of(self, what: str) -> tuple[str, Callable[[str], str]] | None:
+        event, site, module, function = _fields(_WHAT_FIELDS, what)
+        return None if event in self._namers else (self._members(event, site, module, function), self._args_json(event))
+
+    def _named(self, m: re.Match[str]) -> str:
+        ts, who, event, site, module, function, args = m.group(_TIME, _WHO, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS)
+        probe, args = probe_name(event, args, self._namers)
+        return f'{{"time":{float(ts)!r}{self._who[who]}{self._members(probe, site, module, function)}{self._args_json(event)(args)}}}\n'
+
+    def _members(self, probe: str, site: str, module: str | None, function: str | None) -> str:
+        return (f'"probe":{_json_str(probe)},"backend":{_json_str(self._backend_of.get(probe, ""))},'
+                f'"where":{_json_str(_where(site, module, function))},"args":')
+
+    def _args_json(self, event: str) -> Callable[[str], str]:
         schema = self._parser.schema(event)
-        args_json = schema.json_args if schema is not None else _untyped_json_args
-        probe, named_args = probe_name(event, args, self._parser.namers)
-        what_json = (f'"probe":{_json_str(probe)},"backend":{_json_str(self._backend_of.get(probe, ""))},'
-                     f'"where":{_json_str(_where(site, module, function))},"args":')
-        if event in self._parser.namers:
-            return f'{{"time":{float(ts)!r},{self._who[m.group(_WHO)]},{what_json}{args_json(named_args)}}}'
-        _keep(self._what, m.group(_WHAT), (what_json, args_json))
-        return self.line(m)
+        return schema.json_args if schema is not None else _untyped_json_args
 
 
 def _untyped_json_args(text: str) -> str:
@@ -425,7 +537,7 @@ class HitStream:
         self._comm = comm
         self._remaining = count
         self.counts = HitCounts()
-        self._line = _JsonLines(self._parser, backend_of or {}).line if as_json else _TextLines(self._parser).line
+        self._lines: _Lines[Any] = _JsonLines(self._parser, backend_of or {}) if as_json else _TextLines(self._parser.namers)
 
     @property
     def done(self) -> bool:
@@ -438,29 +550,34 @@ class HitStream:
     def feed(self, text: str) -> None:
         """Handle whole lines of trace_pipe text."""
         counts, remaining = self.counts, self._remaining
-        # Matching the whole text first, then rendering, is faster than taking turns.
-        matches = list(hit_matches(text))
         wanted = self._wanted_in(text)
-        hits = iter(matches) if wanted is None else filter(wanted, matches)
-        # --count: a line past the last to print shows that the watch ends within this text.
-        lines = list(map(self._line, hits if remaining is None else islice(hits, remaining + 1)))
-        cut = remaining is not None and len(lines) > remaining
+        chunk = (self._lines.chunk(text, remaining) if wanted is None else None) or self._hit_by_hit(text, wanted, remaining)
+        out = chunk.lines
         if remaining is not None:
-            del lines[remaining:]
-            self._remaining = remaining - len(lines)
-        counts.hits += len(lines)
-        if not cut:  # all of text was seen: account for every line
+            self._remaining = remaining - chunk.shown
+        counts.hits += chunk.shown
+        if not (chunk.cut or chunk.only_hits):  # all of text was seen: account for every line
             lost = lost_events(text)
             for cpu_no, n in lost:
                 counts.lost += n
-                lines.append(_to_json_line({"lost": n, "cpu": cpu_no}) if self._as_json else f"LOST {n} events on CPU {cpu_no}")
-            unparsed = text.count("\n") - len(matches) - len(lost)
+                out += (_to_json_line({"lost": n, "cpu": cpu_no}) if self._as_json else f"LOST {n} events on CPU {cpu_no}") + "\n"
+            unparsed = text.count("\n") - chunk.hits - len(lost)
             if unparsed and counts.first_unparsed is None:
                 counts.first_unparsed = _first_unparsed(text)
             counts.unparsed += unparsed
-        if lines:
-            lines.append("")
-            self._out.write("\n".join(lines))
+        if out:
+            self._out.write(out)
+
+    def _hit_by_hit(self, text: str, wanted: Callable[[re.Match[str]], bool] | None, remaining: int | None) -> _Chunk:
+        # Matching the whole text first, then rendering, is faster than taking turns.
+        matches = list(hit_matches(text))
+        hits = iter(matches) if wanted is None else filter(wanted, matches)
+        # --count: a line past the last to print shows that the watch ends within this text.
+        lines = list(map(self._lines.line, hits if remaining is None else islice(hits, remaining + 1)))
+        cut = remaining is not None and len(lines) > remaining
+        if cut:
+            del lines[remaining:]
+        return _Chunk("".join(lines), len(lines), len(matches), cut, False)
 
     def _wanted_in(self, text: str) -> Callable[[re.Match[str]], bool] | None:
         """Whether a hit of text is to be printed, or None when every one is."""

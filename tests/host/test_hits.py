@@ -160,6 +160,38 @@ def test_output_is_the_same_once_the_rendered_pieces_kept_are_dropped(monkeypatc
     assert [watched(capture, as_json) for as_json in (False, True)] == expected
 
 
+class Everyone:
+    def __contains__(self, tid: object) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_hit_by_hit_output_is_the_whole_chunks(as_json: bool) -> None:
+    """A filter sends hits through line() one by one, else a chunk goes through split()."""
+    capture = CAPTURES[-1]
+    probes, text = probes_of(capture), (capture / "trace_pipe").read_text()
+    out = io.StringIO()
+    HitStream(out, probes, as_json=as_json, threads=Everyone()).feed(text)
+    assert out.getvalue() == output_of(text, probes, as_json)
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_count_cuts_a_chunk_and_ends_the_watch(as_json: bool) -> None:
+    capture = CAPTURES[-1]
+    probes, text = probes_of(capture), (capture / "trace_pipe").read_text()
+    out = io.StringIO()
+    stream = HitStream(out, probes, as_json=as_json, count=5)
+    stream.feed(text)
+    assert out.getvalue().splitlines() == output_of(text, probes, as_json).splitlines()[:5]
+    assert stream.done and stream.summary() == "5 hits"
+
+
+def output_of(text: str, probes: list, as_json: bool) -> str:
+    out = io.StringIO()
+    HitStream(out, probes, as_json=as_json).feed(text)
+    return out.getvalue()
+
+
 def test_json_of_module_hits_is_their_hits_fields() -> None:
     text = (DATA / "kmod" / "x86_64-6.12" / "trace.txt").read_text()
     out = io.StringIO()
