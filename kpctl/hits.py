@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice, repeat
+from itertools import chain, islice, repeat
 from json.encoder import encode_basestring_ascii
-from operator import call, itemgetter
+from operator import itemgetter
 from typing import IO, Any, Generic, NamedTuple, TypeVar, Union
 
-from kpctl.model import ArgType, Probe
+from kpctl.model import INTEGER_BITS, ArgType, Probe
 
 # An optional part is written (?:X|), not (?:X)?: the same match, but sre runs the latter
 # as a REPEAT, a tenth of the parse. ASCII classes: the kernel prints the fields they
@@ -194,10 +195,14 @@ _to_json_line = json.JSONEncoder(separators=(",", ":")).encode
 _json_str = encode_basestring_ascii  # what _to_json_line does with a str, without its checks
 
 
-# Printed values whose JSON is at hand: an integer (hex to convert, decimal as it is), and
-# text that JSON prints as it is (printable ASCII but a quote or backslash).
+# Printed values whose JSON is at hand: an integer (hex to convert, decimal as it is),
+# text that JSON prints as it is (printable ASCII but a quote or backslash), and a string
+# the kernel could not read, null.
 _NUMBER = r"0x[0-9a-f]+|-?[1-9][0-9]*|0"
 _PLAIN = r"!#-\[\]-~"  # a character class's body
+_FAULT = r"\(fault\)"
+_FAULT_JSON = {"(fault)": "null"}
+_VALUE = "\0"  # where a value goes in its JSON's constant text
 
 
 def _number_json(text: str) -> str:
@@ -208,61 +213,102 @@ def _array_json(text: str) -> str:
     return "[" + ",".join(map(_number_json, text[1:-1].split(","))) + "]"
 
 
-def _json_form(arg_type: ArgType | None) -> tuple[str, Callable[[str], str] | None, str] | None:
-    """For values of arg_type whose JSON is at hand: the regex of their printed text,
-    what turns that into JSON (None: nothing) and their field in a format string. None
-    for a type whose values always take parse_value()."""
+# Column by column: what turns the values' text (in one or more regex groups) into their JSON.
+def _as_is(texts: Sequence[str]) -> Iterable[str]:
+    return texts
+
+
+def _numbers_json(texts: Sequence[str]) -> Iterable[str]:
+    return map(str, map(int, texts, repeat(0)))  # int(, 0) reads both of _NUMBER's forms
+
+
+def _hex_json(texts: Sequence[str]) -> Iterable[str]:
+    return map(str, map(int, texts, repeat(16)))
+
+
+def _faults_json(texts: Sequence[str]) -> Iterable[str]:
+    return map(_FAULT_JSON.get, texts, texts)
+
+
+def _arrays_json(texts: Sequence[str]) -> Iterable[str]:
+    return map(_array_json, texts)
+
+
+def _untyped_json(numbers: Sequence[str], strings: Sequence[str]) -> Iterable[str]:
+    """An untyped argument's column: each value in one of two groups, the other empty."""
+    if "" not in numbers:
+        return _numbers_json(numbers)
+    if "" not in strings:
+        return _faults_json(strings)
+    return map(_number_json, _faults_json(list(map(str.__add__, numbers, strings))))
+
+
+def _json_form(arg_type: ArgType | None) -> tuple[str, Callable[..., Iterable[str]], str] | None:
+    """For values of arg_type whose JSON is at hand: the regex of their printed text (its
+    groups hold the value), what turns the columns of those groups into JSON and the
+    value's JSON with _VALUE for the value. None for a type whose values always take parse_value()."""
     if arg_type is None:
-        return f'{_NUMBER}|"[{_PLAIN}]*"', _number_json, "{}"  # untyped: a number or a string ($comm, "immediate")
+        # untyped: a number or a string ($comm, "immediate")
+        return f'({_NUMBER})|("[{_PLAIN}]*"|{_FAULT})', _untyped_json, _VALUE
     if arg_type.array is not None:
         element = ArgType(arg_type.base, arg_type.bitfield)
         if element.is_string or element.base in ("symbol", "char"):
             return None
-        return rf"\{{(?:{_NUMBER})(?:,(?:{_NUMBER}))*\}}", _array_json, "{}"
+        return rf"(\{{(?:{_NUMBER})(?:,(?:{_NUMBER}))*\}})", _arrays_json, _VALUE
     if arg_type.base == "char":
         return None
     if arg_type.base == "symbol":
-        return f"[{_PLAIN}]*", None, '"{}"'
+        return f"([{_PLAIN}]*)", _as_is, f'"{_VALUE}"'
     if arg_type.is_string:
-        return f'"[ {_PLAIN}]*"', None, "{}"
-    return _NUMBER, _number_json, "{}"
+        return f'("[ {_PLAIN}]*"|{_FAULT})', _faults_json, _VALUE
+    # The kernel prints x types in hex, u and s types in decimal: JSON as it is.
+    if arg_type.base in INTEGER_BITS:
+        return ("(0x[0-9a-f]+)", _hex_json, _VALUE) if arg_type.base[0] == "x" else ("(-?[1-9][0-9]*|0)", _as_is, _VALUE)
+    return f"({_NUMBER})", _numbers_json, _VALUE
 
 
 class _CompiledSchema:
-    __slots__ = ("schema", "pattern", "_plain", "_json", "_converted")
+    __slots__ = ("schema", "pattern", "_plain", "_pieces", "_columns")
 
     def __init__(self, schema: ArgSchema) -> None:
         self.schema = schema
         self.pattern = schema.splitter()
         # json_args()'s fast path: arguments whose every value has a form of _json_form()
-        # (no space but in a string's quotes, so that they split as pattern does) become
-        # a format string's fields. None where a type has no such form or two arguments
-        # share a name (a dict keeps one).
+        # (no space but in a string's quotes, so that they split as pattern does) go
+        # between the object's constant pieces; _plain matches one argument text a line,
+        # and each argument has its groups (first, how many) and their conversion. None
+        # where a type has no such form or two arguments share a name (a dict keeps one).
         self._plain: re.Pattern[str] | None = None
-        self._json = ""
-        self._converted: list[tuple[int, Callable[[str], str]]] = []
+        self._pieces: list[str] = []
+        self._columns: list[tuple[int, int, Callable[..., Iterable[str]]]] = []
         forms = [_json_form(t) for t in schema.types]
         if len(set(schema.names)) < len(schema.names) or None in forms:
             return
         fields = []
-        for i, (name, form) in enumerate(zip(schema.names, forms, strict=True)):
+        for name, form in zip(schema.names, forms, strict=True):
             assert form is not None
             regex, convert, field = form
-            fields.append((f" {re.escape(name)}=({regex})", _json_str(name) + ":" + field))
-            if convert is not None:
-                self._converted.append((i, convert))
-        self._plain = re.compile("".join(r for r, _ in fields) + r"\Z")
-        self._json = "{{" + ",".join(f for _, f in fields) + "}}"
+            fields.append((f" {re.escape(name)}=(?:{regex})", _json_str(name) + ":" + field))
+            groups = re.compile(regex).groups
+            self._columns.append((sum(n for _, n, _ in self._columns), groups, convert))
+        self._plain = re.compile("^" + "".join(r for r, _ in fields) + "$", re.M)
+        self._pieces = ("{" + ",".join(f for _, f in fields) + "}").split(_VALUE)
 
-    def json_args(self, text: str) -> str:
-        """_to_json_line(parse_args(text, self)), built from the values' text where it can be."""
-        match = self._plain.match(text) if self._plain is not None else None
-        if match is None:
-            return _to_json_line(parse_args(text, self))
-        values = list(match.groups())
-        for i, convert in self._converted:
-            values[i] = convert(values[i])
-        return self._json.format(*values)
+    def json_args(self, texts: list[str]) -> list[str]:
+        """_to_json_line(parse_args(text, self)) of each text (one line's arguments), built
+        from the values' text where it can be: all texts at once, column by column, with
+        no Python code run per text but for arrays and untyped columns of mixed kinds."""
+        plain = self._plain
+        found = plain.findall("\n".join(texts)) if plain is not None else []
+        if len(found) != len(texts):  # some take parse_value(): each on its own
+            return [self.json_args([t])[0] if plain is not None and plain.fullmatch(t) else _to_json_line(parse_args(t, self))
+                    for t in texts]
+        if not self._columns:
+            return ["{}"] * len(texts)
+        groups: list[Sequence[str]] = list(zip(*found)) if isinstance(found[0], tuple) else [found]
+        values = [convert(*groups[first:first + n]) for first, n, convert in self._columns]
+        pieces = list(map(repeat, self._pieces))
+        return list(map("".join, zip(pieces[0], *chain.from_iterable(zip(values, pieces[1:], strict=True)))))
 
 
 def parse_args(text: str, schema: _CompiledSchema | None) -> dict[str, Value]:
@@ -452,7 +498,27 @@ class _TextLines(_Lines[str]):
         return f"{ts.rjust(14)}{self._who[who]}{probe:<20} {_where(site, module, function)}{args}\n"
 
 
-class _JsonLines(_Lines[tuple[str, Callable[[str], str]]]):
+# How a probe's argument texts become JSON: _CompiledSchema.json_args() or _untyped_json_args().
+_ArgsJson = Callable[[list[str]], list[str]]
+
+
+def _batched(functions: list[_ArgsJson], texts: list[str]) -> list[str]:
+    """[f([text])[0] for f, text in zip(functions, texts)], with one call of each function
+    for all its texts: texts sorted by function and back, in C."""
+    keys = list(map(id, functions))
+    counts = Counter(keys)
+    if len(counts) == 1:
+        return functions[0](texts)
+    of_key = dict(zip(keys, functions))
+    order = sorted(range(len(texts)), key=keys.__getitem__)
+    ordered = list(map(texts.__getitem__, order))
+    done: list[str] = []
+    for key, n in sorted(counts.items()):
+        done += of_key[key](ordered[len(done):len(done) + n])
+    return list(map(done.__getitem__, sorted(range(len(texts)), key=order.__getitem__)))
+
+
+class _JsonLines(_Lines[tuple[str, _ArgsJson]]):
     """watch --json's lines: one object per hit, every value typed. A WHAT span renders to
     the members up to "args" and how the arguments' text becomes JSON."""
 
@@ -467,7 +533,7 @@ class _JsonLines(_Lines[tuple[str, Callable[[str], str]]]):
         parts[1::_SPAN_ITEMS] = map(repr, map(float, times))
         parts[2::_SPAN_ITEMS] = map(self._who.__getitem__, whos)
         parts[3::_SPAN_ITEMS] = map(itemgetter(0), whats)
-        parts[4::_SPAN_ITEMS] = map(call, map(itemgetter(1), whats), parts[4::_SPAN_ITEMS])
+        parts[4::_SPAN_ITEMS] = _batched(list(map(itemgetter(1), whats)), parts[4::_SPAN_ITEMS])
         parts[5::_SPAN_ITEMS] = repeat('}\n{"time":', hits)
         parts[-1] = "}\n"
 
@@ -477,32 +543,32 @@ class _JsonLines(_Lines[tuple[str, Callable[[str], str]]]):
             who_json, (what_json, args_json) = self._who[who], self._what[what]
         except KeyError:
             return self._first(m)
-        return f'{{"time":{float(ts)!r}{who_json}{what_json}{args_json(args)}}}\n'
+        return f'{{"time":{float(ts)!r}{who_json}{what_json}{args_json([args])[0]}}}\n'
 
     def _who_of(self, who: str) -> str:
         comm, tid, cpu = _fields(_WHO_FIELDS, who)
         return f',"cpu":{int(cpu)},"tid":{int(tid)},"comm":{_json_str(comm)},'
 
-    def _what_of(self, what: str) -> tuple[str, Callable[[str], str]] | None:
+    def _what_of(self, what: str) -> tuple[str, _ArgsJson] | None:
         event, site, module, function = _fields(_WHAT_FIELDS, what)
         return None if event in self._namers else (self._members(event, site, module, function), self._args_json(event))
 
     def _named(self, m: re.Match[str]) -> str:
         ts, who, event, site, module, function, args = m.group(_TIME, _WHO, _EVENT, _SITE, _MODULE, _FUNCTION, _ARGS)
         probe, args = probe_name(event, args, self._namers)
-        return f'{{"time":{float(ts)!r}{self._who[who]}{self._members(probe, site, module, function)}{self._args_json(event)(args)}}}\n'
+        return f'{{"time":{float(ts)!r}{self._who[who]}{self._members(probe, site, module, function)}{self._args_json(event)([args])[0]}}}\n'
 
     def _members(self, probe: str, site: str, module: str | None, function: str | None) -> str:
         return (f'"probe":{_json_str(probe)},"backend":{_json_str(self._backend_of.get(probe, ""))},'
                 f'"where":{_json_str(_where(site, module, function))},"args":')
 
-    def _args_json(self, event: str) -> Callable[[str], str]:
+    def _args_json(self, event: str) -> _ArgsJson:
         schema = self._parser.schema(event)
         return schema.json_args if schema is not None else _untyped_json_args
 
 
-def _untyped_json_args(text: str) -> str:
-    return _to_json_line(parse_args(text, None))
+def _untyped_json_args(texts: list[str]) -> list[str]:
+    return [_to_json_line(parse_args(text, None)) for text in texts]
 
 
 class HitStream:

@@ -216,15 +216,19 @@ SCHEMAS = [
      [st.one_of(NUMBER, STRING), STRING, NUMBER, st.sampled_from(["ksys_read+0x6d/0xf0", "0xffffffff8b4486dd"]),
       st.sampled_from(["{0x30,0x69}", "{-1,2}"]), NUMBER]),
     ("x=$arg1 c=+0($arg2):char", [NUMBER, st.sampled_from(["'a'", "'\\''"])]),  # a char has no fast path
+    ("h=%si:x64 s=$arg3:s32 b=$arg3:b4@2/32", [NUMBER, NUMBER, NUMBER]),  # a number in the other base takes parse_value()
 ]
 
 
 @settings(max_examples=300)
 @given(st.data())
 def test_json_arguments_are_parse_args_encoded(data: st.DataObject) -> None:
+    """Several hits' arguments at once, as a chunk's hits of one probe go."""
     args, forms = data.draw(st.sampled_from(SCHEMAS))
     schema = HitParser([parse_probe(f"p:kpctl/e f {args}")]).schema("e")
     assert schema is not None
-    values = [data.draw(ODD if data.draw(st.sampled_from(ODD_ONE_IN_6)) else form) for form in forms]
-    text = "".join(f" {a.split('=')[0]}={v}" for a, v in zip(args.split(), values, strict=True))
-    assert schema.json_args(text) == json.dumps(parse_args(text, schema), separators=(",", ":"))
+    texts = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        values = [data.draw(ODD if data.draw(st.sampled_from(ODD_ONE_IN_6)) else form) for form in forms]
+        texts.append("".join(f" {a.split('=')[0]}={v}" for a, v in zip(args.split(), values, strict=True)))
+    assert schema.json_args(texts) == [json.dumps(parse_args(text, schema), separators=(",", ":")) for text in texts]
