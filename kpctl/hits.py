@@ -209,11 +209,10 @@ def _number_json(text: str) -> str:
     return str(int(text, 16)) if text.startswith("0x") else text
 
 
-def _array_json(text: str) -> str:
-    return "[" + ",".join(map(_number_json, text[1:-1].split(","))) + "]"
-
-
 # Column by column: what turns the values' text (in one or more regex groups) into their JSON.
+_Convert = Callable[..., Iterable[str]]
+
+
 def _as_is(texts: Sequence[str]) -> Iterable[str]:
     return texts
 
@@ -230,10 +229,6 @@ def _faults_json(texts: Sequence[str]) -> Iterable[str]:
     return map(_FAULT_JSON.get, texts, texts)
 
 
-def _arrays_json(texts: Sequence[str]) -> Iterable[str]:
-    return map(_array_json, texts)
-
-
 def _untyped_json(numbers: Sequence[str], strings: Sequence[str]) -> Iterable[str]:
     """An untyped argument's column: each value in one of two groups, the other empty."""
     if "" not in numbers:
@@ -243,28 +238,32 @@ def _untyped_json(numbers: Sequence[str], strings: Sequence[str]) -> Iterable[st
     return map(_number_json, _faults_json(list(map(str.__add__, numbers, strings))))
 
 
-def _json_form(arg_type: ArgType | None) -> tuple[str, Callable[..., Iterable[str]], str] | None:
-    """For values of arg_type whose JSON is at hand: the regex of their printed text (its
-    groups hold the value), what turns the columns of those groups into JSON and the
-    value's JSON with _VALUE for the value. None for a type whose values always take parse_value()."""
+def _json_form(arg_type: ArgType | None) -> tuple[str, list[tuple[int, _Convert]], str] | None:
+    """For values of arg_type whose JSON is at hand: the regex of their printed text, for
+    each value in it (an array's elements are several) its groups and what turns their
+    columns into JSON, and the JSON with _VALUE for each value. None for a type whose
+    values always take parse_value()."""
     if arg_type is None:
         # untyped: a number or a string ($comm, "immediate")
-        return f'({_NUMBER})|("[{_PLAIN}]*"|{_FAULT})', _untyped_json, _VALUE
+        return f'({_NUMBER})|("[{_PLAIN}]*"|{_FAULT})', [(2, _untyped_json)], _VALUE
     if arg_type.array is not None:
-        element = ArgType(arg_type.base, arg_type.bitfield)
-        if element.is_string or element.base in ("symbol", "char"):
+        element_type = ArgType(arg_type.base, arg_type.bitfield)
+        element = None if element_type.is_string or element_type.base in ("symbol", "char") else _json_form(element_type)
+        if element is None or not arg_type.array:
             return None
-        return rf"(\{{(?:{_NUMBER})(?:,(?:{_NUMBER}))*\}})", _arrays_json, _VALUE
+        regex, columns, _ = element
+        # TYPE[N] prints N elements: each has groups of its own
+        return r"\{" + ",".join([regex] * arg_type.array) + r"\}", columns * arg_type.array, "[" + ",".join([_VALUE] * arg_type.array) + "]"
     if arg_type.base == "char":
         return None
     if arg_type.base == "symbol":
-        return f"([{_PLAIN}]*)", _as_is, f'"{_VALUE}"'
+        return f"([{_PLAIN}]*)", [(1, _as_is)], f'"{_VALUE}"'
     if arg_type.is_string:
-        return f'("[ {_PLAIN}]*"|{_FAULT})', _faults_json, _VALUE
+        return f'("[ {_PLAIN}]*"|{_FAULT})', [(1, _faults_json)], _VALUE
     # The kernel prints x types in hex, u and s types in decimal: JSON as it is.
     if arg_type.base in INTEGER_BITS:
-        return ("(0x[0-9a-f]+)", _hex_json, _VALUE) if arg_type.base[0] == "x" else ("(-?[1-9][0-9]*|0)", _as_is, _VALUE)
-    return f"({_NUMBER})", _numbers_json, _VALUE
+        return ("(0x[0-9a-f]+)", [(1, _hex_json)], _VALUE) if arg_type.base[0] == "x" else ("(-?[1-9][0-9]*|0)", [(1, _as_is)], _VALUE)
+    return f"({_NUMBER})", [(1, _numbers_json)], _VALUE
 
 
 class _CompiledSchema:
@@ -276,21 +275,23 @@ class _CompiledSchema:
         # json_args()'s fast path: arguments whose every value has a form of _json_form()
         # (no space but in a string's quotes, so that they split as pattern does) go
         # between the object's constant pieces; _plain matches one argument text a line,
-        # and each argument has its groups (first, how many) and their conversion. None
+        # and each value has its groups (first, how many) and their conversion. None
         # where a type has no such form or two arguments share a name (a dict keeps one).
         self._plain: re.Pattern[str] | None = None
         self._pieces: list[str] = []
-        self._columns: list[tuple[int, int, Callable[..., Iterable[str]]]] = []
+        self._columns: list[tuple[int, int, _Convert]] = []
         forms = [_json_form(t) for t in schema.types]
         if len(set(schema.names)) < len(schema.names) or None in forms:
             return
         fields = []
+        first = 0
         for name, form in zip(schema.names, forms, strict=True):
             assert form is not None
-            regex, convert, field = form
+            regex, columns, field = form
             fields.append((f" {re.escape(name)}=(?:{regex})", _json_str(name) + ":" + field))
-            groups = re.compile(regex).groups
-            self._columns.append((sum(n for _, n, _ in self._columns), groups, convert))
+            for groups, convert in columns:
+                self._columns.append((first, groups, convert))
+                first += groups
         self._plain = re.compile("^" + "".join(r for r, _ in fields) + "$", re.M)
         self._pieces = ("{" + ",".join(f for _, f in fields) + "}").split(_VALUE)
 
