@@ -218,11 +218,11 @@ def _as_is(texts: Sequence[str]) -> Iterable[str]:
 
 
 def _numbers_json(texts: Sequence[str]) -> Iterable[str]:
-    return map(str, map(int, texts, repeat(0)))  # int(, 0) reads both of _NUMBER's forms
+    return map(repr, map(int, texts, repeat(0)))  # int(, 0) reads both of _NUMBER's forms; repr() is str()'s text, sooner
 
 
 def _hex_json(texts: Sequence[str]) -> Iterable[str]:
-    return map(str, map(int, texts, repeat(16)))
+    return map(repr, map(int, texts, repeat(16)))
 
 
 def _faults_json(texts: Sequence[str]) -> Iterable[str]:
