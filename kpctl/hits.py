@@ -435,15 +435,27 @@ class _Lines(Generic[_Kept]):
         if not shown:
             return _Chunk("", 0, hits, hits > 0, only_hits)
         del parts[shown * _SPAN_ITEMS + 1:]
-        if not (_keep_all(self._who, parts[1::_SPAN_ITEMS], self._who_of)
-                and _keep_all(self._what, parts[3::_SPAN_ITEMS], self._what_of)):
+        rendered = self._rendered(parts[1::_SPAN_ITEMS], parts[3::_SPAN_ITEMS])
+        if rendered is None:
             return None
-        self._arrange(parts, shown)
+        self._arrange(parts, shown, *rendered)
         return _Chunk("".join(parts), shown, hits, shown < hits, only_hits)
 
-    def _arrange(self, parts: list[str], hits: int) -> None:
+    def _rendered(self, whos: list[str], whats: list[str]) -> tuple[list[str], list[_Kept]] | None:
+        """What the WHO and WHAT spans render to, or None when a WHAT is left to line()."""
+        def look() -> tuple[list[str], list[_Kept]]:
+            return list(map(self._who.__getitem__, whos)), list(map(self._what.__getitem__, whats))
+        try:
+            return look()
+        except KeyError:  # some not seen yet: render the new ones (rarely), and look again
+            if not (_keep_all(self._who, whos, self._who_of) and _keep_all(self._what, whats, self._what_of)):
+                return None
+            return look()
+
+    def _arrange(self, parts: list[str], hits: int, whos: list[str], whats: list[_Kept]) -> None:
         """Turns _HIT_SPANS.split()'s list (text before the first hit, then WHO, time, WHAT,
-        arguments and the text after, per hit) into the output's pieces, in place."""
+        arguments and the text after, per hit) into the output's pieces, in place, with the
+        WHO and WHAT spans' renderings."""
         raise NotImplementedError
 
     def line(self, m: re.Match[str]) -> str:
@@ -470,12 +482,11 @@ class _Lines(Generic[_Kept]):
 class _TextLines(_Lines[str]):
     """watch's text lines: a hit's columns with the kernel's argument text as it is."""
 
-    def _arrange(self, parts: list[str], hits: int) -> None:
-        whos, times, whats = parts[1::_SPAN_ITEMS], parts[2::_SPAN_ITEMS], parts[3::_SPAN_ITEMS]
+    def _arrange(self, parts: list[str], hits: int, whos: list[str], whats: list[str]) -> None:
         parts[0] = ""
-        parts[1::_SPAN_ITEMS] = map(str.rjust, times, repeat(14, hits))
-        parts[2::_SPAN_ITEMS] = map(self._who.__getitem__, whos)
-        parts[3::_SPAN_ITEMS] = map(self._what.__getitem__, whats)
+        parts[1::_SPAN_ITEMS] = map(str.rjust, parts[2::_SPAN_ITEMS], repeat(14, hits))
+        parts[2::_SPAN_ITEMS] = whos
+        parts[3::_SPAN_ITEMS] = whats
         parts[5::_SPAN_ITEMS] = repeat("\n", hits)
 
     def line(self, m: re.Match[str]) -> str:
@@ -528,11 +539,10 @@ class _JsonLines(_Lines[tuple[str, _ArgsJson]]):
         self._parser = parser
         self._backend_of = backend_of
 
-    def _arrange(self, parts: list[str], hits: int) -> None:
-        whos, times, whats = parts[1::_SPAN_ITEMS], parts[2::_SPAN_ITEMS], list(map(self._what.__getitem__, parts[3::_SPAN_ITEMS]))
+    def _arrange(self, parts: list[str], hits: int, whos: list[str], whats: list[tuple[str, _ArgsJson]]) -> None:
         parts[0] = '{"time":'
-        parts[1::_SPAN_ITEMS] = map(repr, map(float, times))
-        parts[2::_SPAN_ITEMS] = map(self._who.__getitem__, whos)
+        parts[1::_SPAN_ITEMS] = map(repr, map(float, parts[2::_SPAN_ITEMS]))
+        parts[2::_SPAN_ITEMS] = whos
         parts[3::_SPAN_ITEMS] = map(itemgetter(0), whats)
         parts[4::_SPAN_ITEMS] = _batched(list(map(itemgetter(1), whats)), parts[4::_SPAN_ITEMS])
         parts[5::_SPAN_ITEMS] = repeat('}\n{"time":', hits)
