@@ -232,3 +232,16 @@ def test_json_arguments_are_parse_args_encoded(data: st.DataObject) -> None:
         values = [data.draw(ODD if data.draw(st.sampled_from(ODD_ONE_IN_6)) else form) for form in forms]
         texts.append("".join(f" {a.split('=')[0]}={v}" for a, v in zip(args.split(), values, strict=True)))
     assert schema.json_args(texts) == [json.dumps(parse_args(text, schema), separators=(",", ":")) for text in texts]
+
+
+@settings(max_examples=200)
+@given(st.text(alphabet=" -[]()0123456789ab:/.", min_size=1, max_size=20), st.sampled_from(["", " (  12)"]),
+       st.sampled_from(["vfs_read+0x0/0x310", "ext4_file_open+0x0/0x1a0 [ext4]", "ksys_read+0x6b/0xf0 <- vfs_read"]))
+def test_spans_render_as_the_hits_fields(comm: str, tgid: str, where: str) -> None:
+    """Output renders a WHO or WHAT span from its own text: the fields are the whole line's."""
+    text = f"{comm}-42 {tgid} [001] d..2. 5.000001: ev: ({where}) a=1\n"
+    hits_of = list(HitParser().hits(text))
+    out = io.StringIO()
+    HitStream(out).feed(text)
+    assert out.getvalue() == "".join(
+        f"{h.timestamp:>14} {h.cpu:03} {h.tid:>7} {h.comm:<16} {h.event:<20} {h.where} a=1\n" for h in hits_of)
