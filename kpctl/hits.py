@@ -30,7 +30,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass
 from itertools import chain, islice, repeat
 from json.encoder import encode_basestring_ascii
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from typing import IO, Any, Generic, NamedTuple, TypeVar, Union
 
 from kpctl.model import INTEGER_BITS, ArgType, Probe
@@ -59,6 +59,8 @@ def _uncaptured(regex: str) -> str:
 # lines with C-level map()s and slice assignments, no Python code run per hit.
 _HIT_SPANS = re.compile(_LINE_TEXT.format(who=_uncaptured(_WHO_TEXT), what=_uncaptured(_WHAT_TEXT)), re.M | re.A)
 _SPAN_ITEMS = 5
+# A hit's items in that list from its _HIT_LINE match; the last, what follows, is a placeholder.
+_SPANS_OF = methodcaller("group", _WHO, _TIME, _WHAT, _ARGS, 0)
 _LOST_LINE = re.compile(r"^CPU:(\d+) \[LOST (\d+) EVENTS\]$", re.M)
 _ANY_ARG = re.compile(r" ([A-Za-z_][A-Za-z0-9_]*)=")
 _INT = re.compile(r"-?\d+\Z")
@@ -415,9 +417,10 @@ class _Chunk(NamedTuple):
 
 
 class _Lines(Generic[_Kept]):
-    """watch's output lines. A chunk goes through _HIT_SPANS's split in one go, where no
-    filter picks hits and no event names its probe in its arguments (namers); else hit
-    by hit, line(). WHO spans render to _who, WHAT spans to _what, each once."""
+    """watch's output lines. A chunk goes through _HIT_SPANS's split in one go where no
+    filter picks hits, a filter's pick the same way from its matches; hit by hit (line())
+    where an event names its probe in its arguments (namers). WHO spans render to _who,
+    WHAT spans to _what, each once."""
 
     def __init__(self, namers: Mapping[str, ProbeNamer]) -> None:
         self._namers = namers
@@ -435,11 +438,26 @@ class _Lines(Generic[_Kept]):
         if not shown:
             return _Chunk("", 0, hits, hits > 0, only_hits)
         del parts[shown * _SPAN_ITEMS + 1:]
+        lines = self._arranged(parts, shown)
+        return None if lines is None else _Chunk(lines, shown, hits, shown < hits, only_hits)
+
+    def of_matches(self, matches: list[re.Match[str]]) -> str:
+        """The lines of these hits (a filter's pick): arranged as a chunk's, from their spans."""
+        parts = [""]
+        parts += chain.from_iterable(map(_SPANS_OF, matches))
+        lines = self._arranged(parts, len(matches))
+        return "".join(map(self.line, matches)) if lines is None else lines
+
+    def _arranged(self, parts: list[str], hits: int) -> str | None:
+        """The lines of _HIT_SPANS.split()'s list (text before the first hit, then WHO, time,
+        WHAT, arguments and the text after, per hit), or None when a hit needs line()."""
+        if not hits:
+            return ""
         rendered = self._rendered(parts[1::_SPAN_ITEMS], parts[3::_SPAN_ITEMS])
         if rendered is None:
             return None
-        self._arrange(parts, shown, *rendered)
-        return _Chunk("".join(parts), shown, hits, shown < hits, only_hits)
+        self._arrange(parts, hits, *rendered)
+        return "".join(parts)
 
     def _rendered(self, whos: list[str], whats: list[str]) -> tuple[list[str], list[_Kept]] | None:
         """What the WHO and WHAT spans render to, or None when a WHAT is left to line()."""
@@ -453,9 +471,8 @@ class _Lines(Generic[_Kept]):
             return look()
 
     def _arrange(self, parts: list[str], hits: int, whos: list[str], whats: list[_Kept]) -> None:
-        """Turns _HIT_SPANS.split()'s list (text before the first hit, then WHO, time, WHAT,
-        arguments and the text after, per hit) into the output's pieces, in place, with the
-        WHO and WHAT spans' renderings."""
+        """Turns _arranged()'s list into the output's pieces, in place, with the WHO and WHAT
+        spans' renderings."""
         raise NotImplementedError
 
     def line(self, m: re.Match[str]) -> str:
@@ -628,7 +645,7 @@ class HitStream:
         """Handle whole lines of trace_pipe text."""
         counts, remaining = self.counts, self._remaining
         wanted = self._wanted_in(text)
-        chunk = (self._lines.chunk(text, remaining) if wanted is None else None) or self._hit_by_hit(text, wanted, remaining)
+        chunk = (self._lines.chunk(text, remaining) if wanted is None else None) or self._picked(text, wanted, remaining)
         out = chunk.lines
         if remaining is not None:
             self._remaining = remaining - chunk.shown
@@ -645,16 +662,16 @@ class HitStream:
         if out:
             self._out.write(out)
 
-    def _hit_by_hit(self, text: str, wanted: Callable[[re.Match[str]], bool] | None, remaining: int | None) -> _Chunk:
+    def _picked(self, text: str, wanted: Callable[[re.Match[str]], bool] | None, remaining: int | None) -> _Chunk:
         # Matching the whole text first, then rendering, is faster than taking turns.
         matches = list(hit_matches(text))
         hits = iter(matches) if wanted is None else filter(wanted, matches)
-        # --count: a line past the last to print shows that the watch ends within this text.
-        lines = list(map(self._lines.line, hits if remaining is None else islice(hits, remaining + 1)))
-        cut = remaining is not None and len(lines) > remaining
+        # --count: a hit past the last to print shows that the watch ends within this text.
+        shown = list(hits if remaining is None else islice(hits, remaining + 1))
+        cut = remaining is not None and len(shown) > remaining
         if cut:
-            del lines[remaining:]
-        return _Chunk("".join(lines), len(lines), len(matches), cut, False)
+            del shown[remaining:]
+        return _Chunk(self._lines.of_matches(shown), len(shown), len(matches), cut, False)
 
     def _wanted_in(self, text: str) -> Callable[[re.Match[str]], bool] | None:
         """Whether a hit of text is to be printed, or None when every one is."""

@@ -166,8 +166,8 @@ class Everyone:
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
-def test_hit_by_hit_output_is_the_whole_chunks(as_json: bool) -> None:
-    """A filter sends hits through line() one by one, else a chunk goes through split()."""
+def test_a_filters_pick_is_output_as_the_whole_chunk(as_json: bool) -> None:
+    """A filter's pick is arranged from its matches, else a chunk goes through split()."""
     capture = CAPTURES[-1]
     probes, text = probes_of(capture), (capture / "trace_pipe").read_text()
     out = io.StringIO()
@@ -190,6 +190,18 @@ def output_of(text: str, probes: list, as_json: bool) -> str:
     out = io.StringIO()
     HitStream(out, probes, as_json=as_json).feed(text)
     return out.getvalue()
+
+
+def test_text_of_module_hits_is_their_hits_fields() -> None:
+    """Events that name their probe in their arguments go hit by hit."""
+    text = (DATA / "kmod" / "x86_64-6.12" / "trace.txt").read_text()
+    out = io.StringIO()
+    HitStream(out, namers=PROBE_NAMERS).feed(text)
+    lines = out.getvalue().splitlines()
+    hits_of = list(HitParser(namers=PROBE_NAMERS).hits(text))
+    assert len(lines) == len(hits_of) > 0
+    for line, h in zip(lines, hits_of, strict=True):
+        assert line.startswith(f"{h.timestamp:>14} {h.cpu:03} {h.tid:>7} {h.comm:<16} {h.event:<20} {h.where}")
 
 
 def test_json_of_module_hits_is_their_hits_fields() -> None:
