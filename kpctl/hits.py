@@ -17,9 +17,10 @@ finditer (no per-line split or strip); a Hit keeps only its match object and par
 arguments when asked; lines the regex skips are counted from the newline count rather than
 looked at one by one. Output renders what recurs from hit to hit (a thread's task, thread
 and CPU; a probe's name and place) once per distinct text, and --json takes the argument
-values whose JSON is at hand straight from their text. Unfiltered output splits a chunk
-by the same regex into its spans and arranges them with C-level map()s, so that no Python
-code runs per hit but --json's arguments.
+values whose JSON is at hand straight from their text. Output splits a chunk by the same
+regex into its spans (a filter's pick: its matches' spans) and arranges them with C-level
+map()s, --json's arguments a probe at a time, column by column: no Python code runs per
+hit but a filter's test.
 """
 from __future__ import annotations
 
