@@ -160,6 +160,50 @@ def test_output_is_the_same_once_the_rendered_pieces_kept_are_dropped(monkeypatc
     assert [watched(capture, as_json) for as_json in (False, True)] == expected
 
 
+class Everyone:
+    def __contains__(self, tid: object) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_filters_pick_is_output_as_the_whole_chunk(as_json: bool) -> None:
+    """A filter's pick is arranged from its matches, else a chunk goes through split()."""
+    capture = CAPTURES[-1]
+    probes, text = probes_of(capture), (capture / "trace_pipe").read_text()
+    out = io.StringIO()
+    HitStream(out, probes, as_json=as_json, threads=Everyone()).feed(text)
+    assert out.getvalue() == output_of(text, probes, as_json)
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_count_cuts_a_chunk_and_ends_the_watch(as_json: bool) -> None:
+    capture = CAPTURES[-1]
+    probes, text = probes_of(capture), (capture / "trace_pipe").read_text()
+    out = io.StringIO()
+    stream = HitStream(out, probes, as_json=as_json, count=5)
+    stream.feed(text)
+    assert out.getvalue().splitlines() == output_of(text, probes, as_json).splitlines()[:5]
+    assert stream.done and stream.summary() == "5 hits"
+
+
+def output_of(text: str, probes: list, as_json: bool) -> str:
+    out = io.StringIO()
+    HitStream(out, probes, as_json=as_json).feed(text)
+    return out.getvalue()
+
+
+def test_text_of_module_hits_is_their_hits_fields() -> None:
+    """Events that name their probe in their arguments go hit by hit."""
+    text = (DATA / "kmod" / "x86_64-6.12" / "trace.txt").read_text()
+    out = io.StringIO()
+    HitStream(out, namers=PROBE_NAMERS).feed(text)
+    lines = out.getvalue().splitlines()
+    hits_of = list(HitParser(namers=PROBE_NAMERS).hits(text))
+    assert len(lines) == len(hits_of) > 0
+    for line, h in zip(lines, hits_of, strict=True):
+        assert line.startswith(f"{h.timestamp:>14} {h.cpu:03} {h.tid:>7} {h.comm:<16} {h.event:<20} {h.where}")
+
+
 def test_json_of_module_hits_is_their_hits_fields() -> None:
     text = (DATA / "kmod" / "x86_64-6.12" / "trace.txt").read_text()
     out = io.StringIO()
@@ -184,15 +228,32 @@ SCHEMAS = [
      [st.one_of(NUMBER, STRING), STRING, NUMBER, st.sampled_from(["ksys_read+0x6d/0xf0", "0xffffffff8b4486dd"]),
       st.sampled_from(["{0x30,0x69}", "{-1,2}"]), NUMBER]),
     ("x=$arg1 c=+0($arg2):char", [NUMBER, st.sampled_from(["'a'", "'\\''"])]),  # a char has no fast path
+    ("h=%si:x64 s=$arg3:s32 b=$arg3:b4@2/32", [NUMBER, NUMBER, NUMBER]),  # a number in the other base takes parse_value()
 ]
 
 
 @settings(max_examples=300)
 @given(st.data())
 def test_json_arguments_are_parse_args_encoded(data: st.DataObject) -> None:
+    """Several hits' arguments at once, as a chunk's hits of one probe go."""
     args, forms = data.draw(st.sampled_from(SCHEMAS))
     schema = HitParser([parse_probe(f"p:kpctl/e f {args}")]).schema("e")
     assert schema is not None
-    values = [data.draw(ODD if data.draw(st.sampled_from(ODD_ONE_IN_6)) else form) for form in forms]
-    text = "".join(f" {a.split('=')[0]}={v}" for a, v in zip(args.split(), values, strict=True))
-    assert schema.json_args(text) == json.dumps(parse_args(text, schema), separators=(",", ":"))
+    texts = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        values = [data.draw(ODD if data.draw(st.sampled_from(ODD_ONE_IN_6)) else form) for form in forms]
+        texts.append("".join(f" {a.split('=')[0]}={v}" for a, v in zip(args.split(), values, strict=True)))
+    assert schema.json_args(texts) == [json.dumps(parse_args(text, schema), separators=(",", ":")) for text in texts]
+
+
+@settings(max_examples=200)
+@given(st.text(alphabet=" -[]()0123456789ab:/.", min_size=1, max_size=20), st.sampled_from(["", " (  12)"]),
+       st.sampled_from(["vfs_read+0x0/0x310", "ext4_file_open+0x0/0x1a0 [ext4]", "ksys_read+0x6b/0xf0 <- vfs_read"]))
+def test_spans_render_as_the_hits_fields(comm: str, tgid: str, where: str) -> None:
+    """Output renders a WHO or WHAT span from its own text: the fields are the whole line's."""
+    text = f"{comm}-42 {tgid} [001] d..2. 5.000001: ev: ({where}) a=1\n"
+    hits_of = list(HitParser().hits(text))
+    out = io.StringIO()
+    HitStream(out).feed(text)
+    assert out.getvalue() == "".join(
+        f"{h.timestamp:>14} {h.cpu:03} {h.tid:>7} {h.comm:<16} {h.event:<20} {h.where} a=1\n" for h in hits_of)
