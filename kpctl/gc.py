@@ -12,6 +12,7 @@ probes and groups are never looked at twice.
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from kpctl.backends.kmod import KmodBackend
 
 MODULE_PROBE_MAKERS = ("bench",)  # the purposes that put probes in the module
+_BUSY_TRIES, _BUSY_WAIT = 20, 0.025  # seconds: half a second for a busy instance
 
 
 class Leftover(NamedTuple):
@@ -88,8 +90,12 @@ class _Finder:
         # A session puts triggers on its own group's events and on synthetic ones only:
         # the instance's thousands of other events need not be read.
         self.tracefs.remove_triggers(f"instances/{name}", (group, "synthetic"))
-        if not self.tracefs.remove_instance(f"instances/{name}"):
-            raise OSError(errno.EBUSY, "busy: something still holds it")
+        # A reader of one of its files (cat, a monitoring tool) holds it for a moment.
+        for _ in range(_BUSY_TRIES):
+            if self.tracefs.remove_instance(f"instances/{name}"):
+                return
+            time.sleep(_BUSY_WAIT)
+        raise OSError(errno.EBUSY, "busy: something still holds it")
 
     def synthetic_events(self) -> Iterator[Leftover]:
         for line in self._lines("synthetic_events"):

@@ -502,6 +502,36 @@ def test_gc_removes_what_dead_kpctl_processes_left_and_nothing_else(
     assert [p.name for p in (records / "kpctl").iterdir()] == ["open"]
 
 
+def test_a_session_ends_by_removing_all_it_made_and_nothing_else(fake: FakeTracefs) -> None:
+    """owned_session()'s end is gc's removal of this process's session: a dead session's
+    things are left to gc, another tool's and kpctl's own probes stay."""
+    from kpctl.gc import owned_session
+    from kpctl.sessions import Session
+
+    dead = Session("count", 999999)
+    fake.append_command("kprobe_events", f"p:{dead.group}/vfs_read vfs_read")
+    with owned_session(fake, "count") as session:
+        assert session == Session("count", os.getpid())
+        fake.make_instance(session.instance)
+        fake.append_command("kprobe_events", f"p:{session.group}/vfs_read vfs_read")
+        fake.append_command("kprobe_events", f"r:{session.group}/vfs_read_ret vfs_read")
+    events = fake.read("kprobe_events")
+    assert session.group not in events and not fake.path(session.instance).exists()
+    assert f"{dead.group}/vfs_read " in events and "kpctl/open " in events and "other/keep " in events
+
+
+def test_a_removal_the_kernel_refuses_ends_a_session_with_an_error_naming_it(
+    fake: FakeTracefs, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kpctl.errors import KpctlError
+    from kpctl.gc import owned_session
+
+    monkeypatch.setattr(fake, "remove_instance", lambda relative: False)  # busy: a trigger holds it
+    with pytest.raises(KpctlError, match=r"^could not remove instance kpctl_count_\d+: busy: something still holds it$"):
+        with owned_session(fake, "count") as session:
+            fake.make_instance(session.instance)
+
+
 def test_gc_puts_back_a_setting_a_dead_process_changed_and_leaves_a_living_ones(
     fake: FakeTracefs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -124,15 +124,32 @@ def counting(*args: str) -> Callable[[Setting, list[subprocess.Popen[str]]], sub
     return start
 
 
-def bpf_latency(setting: Setting, beside: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
-    """kpctl's own BPF engine (bcc's works the same way: perf kprobes, fds only)."""
-    from kpctl.aggregation.bpf import availability
+def through_bpf(command: str, *args: str, probes: int = 1) -> Callable[[Setting, list[subprocess.Popen[str]]], subprocess.Popen[str]]:
+    """A counting command through kpctl's own BPF engine (bcc's works the same way: perf
+    kprobes, fds only), seen set up by its probes in the kernel's list."""
+    def start(setting: Setting, beside: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
+        from kpctl.aggregation.bpf import availability
 
-    available = availability()
+        available = availability()
+        require(available.usable, available.detail)
+        armed = len(state(setting.tracefs)["kprobes/list"])
+        proc = counting(command, "--engine", "bpf", FUNCTION, *args)(setting, beside)
+        assert len(state(setting.tracefs)["kprobes/list"]) == armed + probes, "its perf kprobes are not armed"
+        return proc
+    return start
+
+
+def bpf_trace(setting: Setting, beside: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
+    """trace --backend bpf: a bcc program on a perf kprobe, set up once it prints its
+    header."""
+    from kpctl.registry import backend_type
+
+    available = backend_type("bpf").availability(setting.tracefs)
     require(available.usable, available.detail)
     armed = len(state(setting.tracefs)["kprobes/list"])
-    proc = counting("latency", "--engine", "bpf", FUNCTION)(setting, beside)
-    assert len(state(setting.tracefs)["kprobes/list"]) == armed + 2, "its entry and return probes are not armed"
+    proc = kpctl("trace", "--backend", "bpf", FUNCTION, "--name", "bpf_traced")
+    prints_its_header(proc)
+    assert len(state(setting.tracefs)["kprobes/list"]) == armed + 1, "its perf kprobe is not armed"
     return proc
 
 
@@ -170,7 +187,12 @@ CASES = {
                          lambda pid: [f"instance kpctl_count_{pid}", f"probe kpctl_count_{pid}/{FUNCTION}"]),
     "stacks-tracefs": Case(counting("stacks", "--engine", "tracefs", FUNCTION),
                            lambda pid: [f"instance kpctl_count_{pid}", f"probe kpctl_count_{pid}/{FUNCTION}"]),
-    "latency-bpf": Case(bpf_latency, lambda pid: []),  # the kernel closes BPF's and perf's with the process
+    # The kernel closes BPF's and perf's with the process: nothing for gc.
+    "count-bpf": Case(through_bpf("count"), lambda pid: []),
+    "hist-bpf": Case(through_bpf("hist", "x=$arg1:u64"), lambda pid: []),
+    "stacks-bpf": Case(through_bpf("stacks"), lambda pid: []),
+    "latency-bpf": Case(through_bpf("latency", probes=2), lambda pid: []),
+    "trace-bpf": Case(bpf_trace, lambda pid: []),
     "second-watch": Case(second_watch, lambda pid: [f"instance kpctl-watch-{pid}"]),
     "inspect-arm": Case(inspect_arm, lambda pid: [f"instance kpctl_inspect_p{pid}", f"probe kpctl_inspect/p{pid}_ret"]),
 }
@@ -191,6 +213,9 @@ def test_gc_removes_all_a_sigkilled_kpctl_left_and_nothing_else(setting: Setting
         assert result.exit_code == 0, result.output
         # Older clicks' CliRunner mixes stderr (gc's lines) into the output.
         assert sorted(json.loads(result.output[result.output.index("{"):])["removed"]) == sorted(case.removed(proc.pid))
+        deadline = time.monotonic() + 5  # the last fd's release may end after the exit is seen
+        while state(tracefs) != before and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert state(tracefs) == before
     finally:
         for other in beside:
