@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import pytest
 from click.testing import CliRunner
-from conftest import require
 from kmod_fixtures import KmodClient, kmod, reload_after  # noqa: F401 (fixtures)
 from test_gc import state as gc_state
 
@@ -257,7 +256,8 @@ def test_gc_removes_what_a_sigkilled_bench_left_and_restores_the_sysctl(kmod: Km
     sysctl, and another tool's probe and instance and a long-lived kpctl probe on the
     same function stay. Few calls: the rows before it need not measure anything."""
     tracefs = Tracefs(find_tracefs())
-    require(row.unsupported(tracefs) is None, row.unsupported(tracefs) or "")
+    if (why := row.unsupported(tracefs)) is not None:
+        pytest.skip(why)  # no such row in this kernel's bench: its table says why
     tracefs.append_command("kprobe_events", f"p:othertool/bench_other {TARGET}")
     tracefs.make_instance("instances/othertool")
     added = CliRunner().invoke(cli, ["add", TARGET, "--name", "bench_keep"])
