@@ -124,6 +124,8 @@ def tracefs_takes(symbol: str) -> int:
 def test_a_name_kallsyms_has_twice_is_refused_as_kprobe_events_refuses_it(
         kmod: KmodClient, target: None) -> None:  # noqa: F811
     load_test_module("kpctl_post")
+    instance = TRACEFS / "instances" / "kpctl"  # where kpctl's add records the module's hits
+    had_instance = instance.exists()
     # 6.1.60's backport fails the write with EADDRNOTAVAIL, 6.12 with EINVAL; error_log says why.
     assert tracefs_takes("kpctl_twin") in (errno.EADDRNOTAVAIL, errno.EINVAL)
     assert "error: The symbol is not unique" in "\n".join((TRACEFS / "error_log").read_text().splitlines()[-3:])
@@ -141,6 +143,10 @@ def test_a_name_kallsyms_has_twice_is_refused_as_kprobe_events_refuses_it(
     (PARAMETERS / "poke").write_text("1")
     twin = probe(kmod, "kt_twin")
     assert twin.hits == 1 and twin.module == TARGET
+    # Removed as it was added, so kpctl's instance goes with its last probe.
+    result = CliRunner().invoke(cli, ["rm", "kt_twin"])
+    assert result.exit_code == 0, result.output
+    assert instance.exists() == had_instance
 
 
 def clones_without_their_own_site() -> list[str]:
